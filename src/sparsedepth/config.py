@@ -1,0 +1,130 @@
+"""Typed, strict configs: one dataclass is the single source of truth for defaults, CLI flags and JSON schema.
+
+Why derive the schema: a hand-written schema drifts from the dataclass; deriving it keeps "unknown key is an
+error" and range checks (from field metadata) in one place, and `jsonschema` gives precise messages.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+
+class ConfigError(ValueError):
+    """An invalid configuration: the message names the offending key."""
+
+
+def _range(minimum: float | None = None, maximum: float | None = None, exclusive_min: bool = False, **extra):
+    meta: dict[str, Any] = dict(extra)
+    if minimum is not None:
+        meta["exclusiveMinimum" if exclusive_min else "minimum"] = minimum
+    if maximum is not None:
+        meta["maximum"] = maximum
+    return meta
+
+
+def positive_int(default: int, **extra) -> Any:
+    return field(default=default, metadata=_range(1, **extra))
+
+
+@dataclass
+class ModelConfig:
+    """Shape of the decoder-only transformer (no routing: routing is chosen at `build_model`)."""
+
+    vocab_size: int = positive_int(4096)
+    d_model: int = positive_int(128)
+    n_layers: int = positive_int(6)
+    n_heads: int = positive_int(4)
+    max_seq_len: int = positive_int(256)
+    mlp_ratio: int = positive_int(4)
+    rope_base: float = field(default=10000.0, metadata=_range(1.0))
+    dropout: float = field(default=0.0, metadata=_range(0.0, 0.9))
+
+    def __post_init__(self) -> None:
+        if self.d_model % self.n_heads:
+            raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
+        if (self.d_model // self.n_heads) % 2:
+            raise ConfigError("head dimension d_model/n_heads must be even for rotary embeddings")
+
+
+_JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
+
+
+def _json_type(annotation: Any) -> dict[str, Any]:
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [_json_type(a) for a in typing.get_args(annotation)]
+        return {"anyOf": options}
+    if annotation is type(None):
+        return {"type": "null"}
+    if annotation is dict or origin is dict:
+        return {"type": "object"}
+    if origin in (list, tuple):
+        (item,) = typing.get_args(annotation)[:1]
+        return {"type": "array", "items": _json_type(item)}
+    if annotation is float:
+        return {"type": "number"}
+    if annotation in _JSON_TYPES:
+        return {"type": _JSON_TYPES[annotation]}
+    if dataclasses.is_dataclass(annotation):
+        return json_schema(annotation)
+    raise TypeError(f"no JSON type for {annotation!r}")
+
+
+def json_schema(cls: type) -> dict[str, Any]:
+    """JSON schema of a config dataclass: types, ranges/enums from field metadata, no unknown keys."""
+    hints = typing.get_type_hints(cls)
+    props = {}
+    for f in dataclasses.fields(cls):
+        prop = _json_type(hints[f.name])
+        prop.update({k: v for k, v in f.metadata.items() if k != "help"})
+        if "help" in f.metadata:
+            prop["description"] = f.metadata["help"]
+        props[f.name] = prop
+    return {"type": "object", "properties": props, "additionalProperties": False}
+
+
+def from_dict(cls: type, data: dict[str, Any], where: str = "config"):
+    """Validate `data` against the dataclass schema and build it; errors name the key path."""
+    try:
+        jsonschema.validate(data, json_schema(cls))
+    except jsonschema.ValidationError as e:
+        path = ".".join(str(p) for p in e.absolute_path) or "(top level)"
+        raise ConfigError(f"invalid {where}: {path}: {e.message}") from None
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
+            value = from_dict(hints[key], value, f"{where}.{key}")
+        elif hints[key] is float and isinstance(value, int):
+            value = float(value)
+        kwargs[key] = value
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict[str, Any]:
+    return dataclasses.asdict(obj)
+
+
+def load_file(path: str | Path) -> dict[str, Any]:
+    """Read a JSON or YAML config file into a dict (YAML only if the suffix says so)."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file not found: {path}")
+    text = path.read_text()
+    if path.suffix in {".yaml", ".yml"}:
+        import yaml
+
+        data = yaml.safe_load(text) or {}
+    else:
+        data = json.loads(text)
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a mapping")
+    return data

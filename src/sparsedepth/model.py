@@ -1,0 +1,211 @@
+"""Decoder-only transformer whose routed blocks run only on the tokens their router keeps.
+
+Hard skipping, per sample: gather the kept tokens (sorted by original position, padding after them),
+run the block on them with their original rotary positions, scatter the block's output back. Padding sits
+after every real token, so plain causal attention never lets a real token see it, and tokens of different
+samples never meet. Skipped tokens pass through unchanged and are not keys/values in that block.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import ConfigError, ModelConfig
+from .routing import ROUTERS, Decision, Router
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding indexed by explicit positions, so gathered tokens keep theirs."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, base: float):
+        super().__init__()
+        inv_freq = 1.0 / (base ** (torch.arange(0, head_dim, 2).float() / head_dim))
+        angles = torch.outer(torch.arange(max_seq_len).float(), inv_freq)
+        self.register_buffer("cos", angles.cos(), persistent=False)
+        self.register_buffer("sin", angles.sin(), persistent=False)
+
+    def forward(self, x: Tensor, positions: Tensor) -> Tensor:
+        """x: [B, H, T, D]; positions: [T] shared or [B, T] per sample."""
+        cos, sin = self.cos[positions], self.sin[positions]
+        if positions.dim() == 2:
+            cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat((x1 * cos - x2 * sin, x1 * sin + x2 * cos), dim=-1).type_as(x)
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_heads = cfg.n_heads
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
+        self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor, rope: Rotary, positions: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
+        q, k = rope(q, positions), rope(k, positions)
+        if attn_mask is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask.unsqueeze(1))
+        return self.out(y.transpose(1, 2).reshape(B, T, C))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.d_model, cfg.mlp_ratio * cfg.d_model, bias=False)
+        self.proj = nn.Linear(cfg.mlp_ratio * cfg.d_model, cfg.d_model, bias=False)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.proj(F.gelu(self.fc(x)))
+
+
+class Block(nn.Module):
+    """Pre-norm block. `residual` returns what the block adds, so routing can scale and scatter it."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.norm1 = nn.RMSNorm(cfg.d_model)
+        self.attn = Attention(cfg)
+        self.norm2 = nn.RMSNorm(cfg.d_model)
+        self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def residual(self, x: Tensor, rope: Rotary, positions: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+        a = self.drop(self.attn(self.norm1(x), rope, positions, attn_mask))
+        return a + self.drop(self.mlp(self.norm2(x + a)))
+
+
+def gather_plan(decision: Decision) -> tuple[Tensor, Tensor | None]:
+    """Positions to gather per sample ([B, K], ascending) and which of them are real (None: all are).
+
+    Variable-count routers need K = the largest count in the batch: one device→host sync per routed
+    block. Fixed-count (top-k) routers hand over their index and need none.
+    """
+    if decision.index is not None:
+        return decision.index, None
+    mask = decision.mask
+    counts = mask.sum(dim=1)
+    width = int(counts.max())
+    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices[:, :width]
+    valid = torch.arange(width, device=mask.device) < counts.unsqueeze(1)
+    return order, valid
+
+
+def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary) -> Tensor:
+    """Hard skipping: the block runs on the gathered tokens only, and its output is scattered back."""
+    index, valid = gather_plan(decision)
+    if index.shape[1] == 0:
+        return h
+    index3 = index.unsqueeze(-1).expand(-1, -1, h.shape[-1])
+    delta = block.residual(h.gather(1, index3), rope, index)
+    weight = decision.gate.gather(1, index)
+    if valid is not None:
+        weight = weight * valid
+    return h.scatter_add(1, index3, delta * weight.unsqueeze(-1).to(delta.dtype))
+
+
+def apply_masked(block: Block, h: Tensor, decision: Decision, rope: Rotary) -> Tensor:
+    """Reference (slow) path: full-length compute, skipped tokens masked out as keys and outputs.
+
+    Used by the tests to check `apply_routed` and by benchmarks as the "masked, no savings" ablation.
+    """
+    T = h.shape[1]
+    causal = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
+    eye = torch.eye(T, dtype=torch.bool, device=h.device)
+    allowed = (causal & decision.mask.unsqueeze(1)) | eye  # self-attention keeps skipped rows finite
+    delta = block.residual(h, rope, torch.arange(T, device=h.device), allowed)
+    weight = decision.gate * decision.mask
+    return h + delta * weight.unsqueeze(-1).to(delta.dtype)
+
+
+@dataclass
+class ModelOutput:
+    logits: Tensor  # [B, T, V]
+    loss: Tensor | None  # language-model cross-entropy (targets given)
+    aux_loss: Tensor | None  # router terms; train on loss + aux_loss
+    layers_per_token: Tensor  # [B, T] blocks each token actually ran
+    layer_counts: Tensor  # [B, L] tokens of each sample that ran each block
+
+
+class SparseDepthModel(nn.Module):
+    def __init__(self, cfg: ModelConfig, router: Router):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm_f = nn.RMSNorm(cfg.d_model)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # tied
+        self.rope = Rotary(cfg.d_model // cfg.n_heads, cfg.max_seq_len, cfg.rope_base)
+        self.router = router
+        self.routed = set(router.routed_layers)
+        self.hard_skip = True  # False: the masked reference path (same outputs, no savings)
+        self.apply(self._init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith(("attn.out.weight", "mlp.proj.weight")):
+                nn.init.normal_(p, std=0.02 / (2 * cfg.n_layers) ** 0.5)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear | nn.Embedding):
+            nn.init.normal_(module.weight, std=0.02)
+        if isinstance(module, nn.Linear) and module.bias is not None:
+            nn.init.zeros_(module.bias)
+
+    def forward(self, idx: Tensor, targets: Tensor | None = None) -> ModelOutput:
+        B, T = idx.shape
+        if self.cfg.max_seq_len < T:
+            raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
+        positions = torch.arange(T, device=idx.device)
+        h = self.wte(idx)
+        self.router.begin(h, positions)
+        ran = []
+        apply = apply_routed if self.hard_skip else apply_masked
+        for i, block in enumerate(self.blocks):
+            if i in self.routed:
+                decision = self.router.decide(h, i)
+                h = apply(block, h, decision, self.rope)
+                ran.append(decision.mask)
+            else:
+                h = h + block.residual(h, self.rope, positions)
+                ran.append(torch.ones(B, T, dtype=torch.bool, device=idx.device))
+        logits = self.lm_head(self.norm_f(h))
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+        ran_t = torch.stack(ran, dim=-1)  # [B, T, L]
+        return ModelOutput(
+            logits=logits,
+            loss=loss,
+            aux_loss=self.router.aux_loss(),
+            layers_per_token=ran_t.sum(-1).float(),
+            layer_counts=ran_t.sum(1).float(),
+        )
+
+
+def routed_layers(n_layers: int, route_every: int) -> list[int]:
+    """Every `route_every`-th block, the last of each group (MoD routes blocks 1, 3, 5, ...)."""
+    if route_every < 1:
+        raise ConfigError(f"route_every must be >= 1, got {route_every}")
+    return [i for i in range(n_layers) if i % route_every == route_every - 1]
+
+
+def build_model(
+    cfg: ModelConfig,
+    router: str = "dense",
+    capacity: float = 1.0,
+    route_every: int | None = None,
+    **router_options,
+) -> SparseDepthModel:
+    """Build a model with the named router; `route_every` defaults to the router's own convention."""
+    if router not in ROUTERS:
+        raise ConfigError(f"unknown router {router!r}; known: {', '.join(sorted(ROUTERS))}")
+    cls = ROUTERS[router]
+    layers = [] if router == "dense" else routed_layers(cfg.n_layers, route_every or cls.default_route_every)
+    return SparseDepthModel(cfg, cls(cfg, capacity, layers, **router_options))

@@ -1,0 +1,11 @@
+"""The baseline: every token runs every block."""
+
+from .base import Decision, Router
+
+
+class DenseRouter(Router):
+    name = "dense"
+    learned = False
+
+    def decide(self, h, layer) -> Decision:  # never called: a dense model has no routed layers
+        raise RuntimeError("the dense router routes no layer")

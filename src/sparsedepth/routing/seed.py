@@ -1,0 +1,53 @@
+"""The seed project's probe, made trainable: one score per token decides its depth.
+
+s = sigmoid(w·e + b) from the token embedding, once; layer i runs iff s > i/L, so depth = ceil(L·s).
+The original gave the probe no gradient. Here the gate is straight-through (value 1, gradient of s) and a
+compute-budget loss pulls the mean fraction of layers run towards the capacity, so the probe learns.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .base import Decision, Router, straight_through
+
+
+class SeedRouter(Router):
+    name = "seed"
+    default_route_every = 1
+
+    def __init__(self, cfg, capacity, routed_layers, budget_weight: float = 1.0):
+        super().__init__(cfg, capacity, routed_layers)
+        self.probe = nn.Linear(cfg.d_model, 1)
+        self.budget_weight = budget_weight
+        self.score: Tensor | None = None
+
+    def begin(self, h0: Tensor, positions: Tensor) -> None:
+        super().begin(h0, positions)
+        self.score = torch.sigmoid(self.probe(h0).squeeze(-1))  # [B, T]
+        if self.training and self.budget_weight > 0:
+            layers = torch.tensor(self.routed_layers, dtype=h0.dtype, device=h0.device)
+            thresholds = layers / self.cfg.n_layers
+            runs = (self.score.unsqueeze(-1) > thresholds).float().mean(-1)  # fraction of routed layers run
+            used = straight_through(runs, self.score)
+            self.add_aux(self.budget_weight * (used.mean() - self.capacity) ** 2)
+
+    def decide(self, h: Tensor, layer: int) -> Decision:
+        mask = self.score > layer / self.cfg.n_layers
+        return Decision(mask=mask, gate=straight_through(mask, self.score))
+
+
+class FrozenSeedRouter(SeedRouter):
+    """The seed exactly as published: a randomly initialised probe that never trains (control)."""
+
+    name = "seed-frozen"
+    learned = False
+
+    def __init__(self, cfg, capacity, routed_layers):
+        super().__init__(cfg, capacity, routed_layers, budget_weight=0.0)
+        self.probe.requires_grad_(False)
+
+    def decide(self, h: Tensor, layer: int) -> Decision:
+        mask = self.score > layer / self.cfg.n_layers
+        return Decision(mask=mask, gate=torch.ones_like(self.score))

@@ -1,0 +1,31 @@
+"""Per-layer, per-token sigmoid gates (the D-LLM / FlexiDepth family).
+
+Each routed block has its own gate p = sigmoid(w·h + b); a token runs it iff p > 0.5. The decision uses
+only the token's own hidden state, so it is causal in training and inference alike. Straight-through
+gradients train the gate; a capacity penalty pulls the fraction of tokens run towards the target.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .base import Decision, Router, straight_through
+
+
+class ThresholdRouter(Router):
+    name = "threshold"
+
+    def __init__(self, cfg, capacity, routed_layers, budget_weight: float = 1.0):
+        super().__init__(cfg, capacity, routed_layers)
+        self.gates = nn.ModuleList(nn.Linear(cfg.d_model, 1) for _ in self.routed_layers)
+        self.budget_weight = budget_weight
+
+    def decide(self, h: Tensor, layer: int) -> Decision:
+        prob = torch.sigmoid(self.gates[self.slot[layer]](h).squeeze(-1))
+        mask = prob > 0.5
+        gate = straight_through(mask, prob)
+        if self.training and self.budget_weight > 0:
+            used = gate.mean()  # value: fraction run; gradient: through the probabilities
+            self.add_aux(self.budget_weight * (used - self.capacity) ** 2 / len(self.routed_layers))
+        return Decision(mask=mask, gate=gate)
