@@ -131,6 +131,7 @@ class ModelOutput:
     aux_loss: Tensor | None  # router terms; train on loss + aux_loss
     layers_per_token: Tensor  # [B, T] blocks each token actually ran
     layer_counts: Tensor  # [B, L] tokens of each sample that ran each block
+    routing: Tensor  # [B, T, L] bool: token t ran block l
 
 
 class SparseDepthModel(nn.Module):
@@ -186,6 +187,7 @@ class SparseDepthModel(nn.Module):
             aux_loss=self.router.aux_loss(),
             layers_per_token=ran_t.sum(-1).float(),
             layer_counts=ran_t.sum(1).float(),
+            routing=ran_t,
         )
 
 

@@ -1,0 +1,122 @@
+"""Command line: `python -m sparsedepth train|evaluate ...` (flags generated from the config dataclasses).
+
+Precedence: dataclass defaults < --config file (JSON/YAML) < explicit flags. Any known failure (bad
+config, missing data, corrupt checkpoint, diverged loss) prints one line and exits non-zero.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import typing
+from collections.abc import Callable, Sequence
+
+from .checkpoint import CheckpointError
+from .config import ConfigError, load_file
+
+EXIT_USER_ERROR = 2
+EXIT_RUNTIME_ERROR = 1
+
+
+def _flag_type(annotation) -> Callable[[str], object]:
+    args = [a for a in typing.get_args(annotation) if a is not type(None)]
+    base = args[0] if args else annotation
+    if base is dict:
+        return json.loads
+    return base
+
+
+def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            add_dataclass_flags(parser, hints[f.name], f"{prefix}{f.name}.")
+            continue
+        default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        names = dict.fromkeys([f"--{prefix}{f.name}", f"--{prefix}{f.name}".replace("_", "-")])
+        parser.add_argument(*names, dest=f"{prefix}{f.name}", type=_flag_type(hints[f.name]), default=None,
+                            help=f"{f.metadata.get('help', '')} (default: {default})".strip())
+
+
+def flags_to_overrides(args: argparse.Namespace, cls: type) -> dict:
+    """Nested dict of the flags the user actually gave (dotted names become nested keys)."""
+    overrides: dict = {}
+    hints = typing.get_type_hints(cls)
+    for f in dataclasses.fields(cls):
+        if dataclasses.is_dataclass(hints[f.name]):
+            nested = {k.split(".", 1)[1]: v for k, v in vars(args).items()
+                      if k.startswith(f"{f.name}.") and v is not None}
+            if nested:
+                overrides[f.name] = nested
+        elif getattr(args, f.name, None) is not None:
+            overrides[f.name] = getattr(args, f.name)
+    return overrides
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    merged = dict(base)
+    for key, value in overrides.items():
+        nested = isinstance(value, dict) and key != "router_options"  # router_options replace, not merge
+        merged[key] = merge(merged.get(key, {}), value) if nested else value
+    return merged
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .train import TrainConfig, train
+
+    data = load_file(args.config) if args.config else {}
+    cfg = TrainConfig.from_dict(merge(data, flags_to_overrides(args, TrainConfig)))
+    summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    print(json.dumps(summary, indent=1))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from .evaluate import evaluate_run
+
+    result = evaluate_run(args.run, max_batches=args.max_batches, out_path=args.out)
+    for mode, entry in result["modes"].items():
+        v = entry["validation"]
+        print(f"{mode}: val loss {v['loss']:.4f}  ppl {v['ppl']:.2f}  "
+              f"layers/token {v['layers_per_token']:.2f}  "
+              f"FLOPs/token {v['flops_per_token']:.3g}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from .train import TrainConfig
+
+    parser = argparse.ArgumentParser(prog="sparsedepth", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one model/router/dataset/seed into a run directory")
+    p.add_argument("--out", required=True, help="run directory (created)")
+    p.add_argument("--config", help="JSON/YAML file of TrainConfig fields")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint exactly")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_dataclass_flags(p, TrainConfig)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="val/test loss, perplexity, layers/token, FLOPs/token of a run")
+    p.add_argument("--run", required=True, help="finished run directory")
+    p.add_argument("--out", help="write the results as JSON here")
+    p.add_argument("--max-batches", type=int, default=None, help="cap the number of eval batches per split")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    from .data import DataError
+    from .train import TrainingDiverged
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, DataError) as e:
+        print(f"sparsedepth: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (CheckpointError, TrainingDiverged) as e:
+        print(f"sparsedepth: error: {e}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    return 0
+

@@ -1,0 +1,219 @@
+"""Training loop: AdamW, warm-up + cosine, clipping, router aux losses, exact resume, metrics.jsonl.
+
+Every run directory holds: config.json (resolved), metrics.jsonl, checkpoint/ (latest, for --resume),
+and on success model.safetensors + summary.json. A run that fails leaves no model.safetensors/summary.json,
+so a half-finished run can never pass for a finished one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_weights
+from .config import ConfigError, ModelConfig, from_dict, to_dict
+from .data import TokenData, eval_batches, prepare, sample_batch
+from .model import SparseDepthModel, build_model
+from .routing import ROUTERS
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss became NaN or infinite."""
+
+
+@dataclass
+class TrainConfig:
+    dataset: str = field(default="shakespeare", metadata={"help": "corpus (see sparsedepth.data.CORPORA)"})
+    data_dir: str = field(default="results/data", metadata={"help": "where prepared token files live"})
+    data_path: str | None = field(default=None, metadata={"help": "local corpus file/dir (file corpora)"})
+    vocab_size: int = field(default=4096, metadata={"minimum": 258, "maximum": 65535})
+    router: str = field(default="dense", metadata={"help": "router name (see sparsedepth.ROUTERS)"})
+    capacity: float = field(default=1.0, metadata={"exclusiveMinimum": 0, "maximum": 1})
+    route_every: int | None = field(default=None, metadata={"help": "route every k-th block"})
+    router_options: dict = field(default_factory=dict)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    steps: int = field(default=300, metadata={"minimum": 1})
+    batch_size: int = field(default=16, metadata={"minimum": 1})
+    seq_len: int = field(default=128, metadata={"minimum": 2})
+    lr: float = field(default=3e-3, metadata={"exclusiveMinimum": 0})
+    min_lr_ratio: float = field(default=0.1, metadata={"minimum": 0, "maximum": 1})
+    warmup_steps: int = field(default=30, metadata={"minimum": 0})
+    weight_decay: float = field(default=0.1, metadata={"minimum": 0})
+    grad_clip: float = field(default=1.0, metadata={"minimum": 0})
+    log_every: int = field(default=10, metadata={"minimum": 1})
+    eval_every: int = field(default=100, metadata={"minimum": 1})
+    eval_batches: int = field(default=8, metadata={"minimum": 1})
+    checkpoint_every: int = field(default=100, metadata={"minimum": 1})
+    seed: int = field(default=0, metadata={"minimum": 0})
+    threads: int = field(default=0, metadata={"minimum": 0, "help": "torch CPU threads (0: torch's default)"})
+    device: str = field(default="cpu", metadata={"enum": ["cpu", "cuda"]})
+
+    def __post_init__(self) -> None:
+        if self.router not in ROUTERS:
+            raise ConfigError(f"unknown router {self.router!r}; known: {', '.join(sorted(ROUTERS))}")
+        if not (0.0 < self.capacity <= 1.0):
+            raise ConfigError(f"capacity must be in (0, 1], got {self.capacity}")
+        if self.seq_len > self.model.max_seq_len:
+            raise ConfigError(f"seq_len {self.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        return from_dict(cls, data, "train config")
+
+
+def lr_at(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to min_lr_ratio·lr."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    progress = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    cosine = 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * cosine)
+
+
+def make_model(cfg: TrainConfig, vocab_size: int) -> SparseDepthModel:
+    model_cfg = ModelConfig(**{**to_dict(cfg.model), "vocab_size": vocab_size})
+    try:
+        return build_model(model_cfg, cfg.router, cfg.capacity, cfg.route_every, **cfg.router_options)
+    except TypeError as e:
+        raise ConfigError(f"invalid router_options for {cfg.router!r}: {e}") from None
+
+
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
+    """Weight decay on matrices only (nanoGPT's rule); biases, norms and gains are left alone."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), foreach=False)
+
+
+@torch.no_grad()
+def validation_loss(model: SparseDepthModel, tokens, cfg: TrainConfig, device: str) -> float:
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    for x, y in eval_batches(tokens, cfg.batch_size, cfg.seq_len, cfg.eval_batches):
+        out = model(x.to(device), y.to(device))
+        total += out.loss.item() * y.numel()
+        count += y.numel()
+    model.train(was_training)
+    return total / count
+
+
+def git_sha() -> str:
+    try:
+        root = Path(__file__).resolve().parents[2]
+        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                              timeout=5).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def load_data(cfg: TrainConfig) -> TokenData:
+    directory = Path(cfg.data_dir) / f"{cfg.dataset}-v{cfg.vocab_size}"
+    return TokenData.load(prepare(cfg.dataset, directory, cfg.vocab_size, cfg.data_path))
+
+
+def _append(path: Path, record: dict) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(record) + "\n")
+
+
+def _truncate_metrics(path: Path, last_step: int) -> None:
+    """On resume, drop records written after the checkpoint so metrics.jsonl stays one consistent run."""
+    if path.exists():
+        keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
+        path.write_text("".join(line + "\n" for line in keep))
+
+
+def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
+          progress: bool = True) -> dict:
+    """Train one run into `out_dir`; returns the summary. `stop_after` ends early after checkpointing
+    (what a killed job leaves behind), so resume can be tested."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("model.safetensors", "summary.json"):
+        (out / stale).unlink(missing_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    device = cfg.device
+    data = load_data(cfg)
+    model = make_model(cfg, data.vocab_size).to(device)
+    opt = make_optimizer(model, cfg)
+    data_rng = torch.Generator().manual_seed(cfg.seed)
+    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
+    metrics = out / "metrics.jsonl"
+    start = 0
+    if resume and (out / "checkpoint").exists():
+        start = load_checkpoint(out / "checkpoint", model, opt, data_rng)["step"]
+        _truncate_metrics(metrics, start)
+    elif resume:
+        raise CheckpointError(f"--resume given but {out / 'checkpoint'} does not exist")
+    else:
+        metrics.unlink(missing_ok=True)
+
+    model.train()
+    tokens_per_step = cfg.batch_size * cfg.seq_len
+    last_logged, t_log, wall_start = start, time.perf_counter(), time.perf_counter()
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
+               desc=f"{cfg.router}/{cfg.dataset}/seed{cfg.seed}")
+    for step in bar:
+        for group in opt.param_groups:
+            group["lr"] = lr_at(step, cfg)
+        x, y = sample_batch(data.train, cfg.batch_size, cfg.seq_len, data_rng)
+        output = model(x.to(device), y.to(device))
+        aux = output.aux_loss if output.aux_loss is not None else torch.zeros((), device=device)
+        total = output.loss + aux
+        if not torch.isfinite(total):
+            raise TrainingDiverged(f"loss is {total.item()} at step {step} (lr {lr_at(step, cfg):.2e}); "
+                                   "lower the learning rate or check the data")
+        opt.zero_grad(set_to_none=True)
+        total.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        done = step + 1
+        logged = done % cfg.log_every == 0 or done == cfg.steps
+        if logged:
+            elapsed = time.perf_counter() - t_log  # training steps only: eval/checkpoint time is excluded
+            record = {"step": done, "loss": output.loss.item(), "aux": aux.item(),
+                      "layers_per_token": output.layers_per_token.mean().item(), "lr": lr_at(step, cfg),
+                      "tokens_per_s": tokens_per_step * (done - last_logged) / elapsed}
+            _append(metrics, record)
+            bar.set_postfix(loss=f"{record['loss']:.3f}", lpt=f"{record['layers_per_token']:.2f}")
+            last_logged = done
+        if done % cfg.eval_every == 0 or done == cfg.steps:
+            _append(metrics, {"step": done, "val_loss": validation_loss(model, data.validation, cfg, device)})
+        if done % cfg.checkpoint_every == 0 or done == stop_after:
+            save_checkpoint(out / "checkpoint", model, opt, data_rng, {"step": done})
+        if done == stop_after and done < cfg.steps:
+            return {"stopped_at": done}
+        if logged:
+            t_log = time.perf_counter()
+
+    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+    speeds = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
+    summary = {
+        "steps": cfg.steps,
+        "final_train_loss": next(r["loss"] for r in reversed(records) if "loss" in r),
+        "val_loss": next(r["val_loss"] for r in reversed(records) if "val_loss" in r),
+        "train_tokens_per_s": sorted(speeds)[len(speeds) // 2],
+        "wall_s_this_session": time.perf_counter() - wall_start,
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "git_sha": git_sha(),
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "device": device,
+    }
+    save_weights(model, out / "model.safetensors")
+    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary

@@ -1,0 +1,60 @@
+"""The command line as a user meets it: help, clear one-line errors, non-zero exits, no partial outputs."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "sparsedepth", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+def test_help_lists_commands_and_config_flags():
+    top = run("--help")
+    assert top.returncode == 0 and "train" in top.stdout and "evaluate" in top.stdout
+    train_help = run("train", "--help")
+    assert "--capacity" in train_help.stdout and "--model.d_model" in train_help.stdout
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--router", "nope"], "unknown router 'nope'"),
+    (["--router", "mod", "--capacity", "0"], "capacity"),
+    (["--router", "mod", "--capacity", "1.5"], "capacity"),
+    (["--dataset", "nope"], "nope"),
+    (["--model.d_model", "30"], "divisible"),
+])
+def test_bad_input_is_one_clear_line_and_exit_2(flags, message, tmp_path):
+    result = run("train", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"), *flags)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "run" / "model.safetensors").exists()
+
+
+def test_bad_config_file_names_the_key(tmp_path):
+    config = tmp_path / "bad.json"
+    config.write_text(json.dumps({"router": "mod", "steps": -3}))
+    result = run("train", "--out", str(tmp_path / "run"), "--config", str(config))
+    assert result.returncode == 2 and "steps" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_evaluate_unfinished_run_is_a_clear_error(tmp_path):
+    result = run("evaluate", "--run", str(tmp_path))
+    assert result.returncode == 1 and "did not finish" in result.stderr
+
+
+def test_train_then_evaluate_end_to_end(tmp_path):
+    data = str(tmp_path / "data")
+    common = ["--data-dir", data, "--vocab-size", "512", "--model.d_model", "32", "--model.n_layers", "2",
+              "--model.max_seq_len", "32", "--seq-len", "32", "--batch-size", "4", "--eval-batches", "2"]
+    result = run("train", "--out", str(tmp_path / "run"), "--router", "threshold", "--capacity", "0.5",
+                 "--steps", "6", "--eval-every", "3", "--log-every", "3", "--quiet", *common)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["steps"] == 6
+    result = run("evaluate", "--run", str(tmp_path / "run"), "--out", str(tmp_path / "eval.json"),
+                 "--max-batches", "2")
+    assert result.returncode == 0, result.stderr
+    assert "val loss" in result.stdout and (tmp_path / "eval.json").exists()

@@ -1,0 +1,129 @@
+"""Training on real text: loss falls, resume is exact, runs are deterministic, failures are clean."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from sparsedepth.checkpoint import CheckpointError
+from sparsedepth.config import ConfigError
+from sparsedepth.evaluate import evaluate_run
+from sparsedepth.train import TrainConfig, TrainingDiverged, make_model, train
+
+
+@pytest.fixture(scope="session")
+def data_dir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("data"))
+
+
+def tiny(data_dir: str, **overrides) -> TrainConfig:
+    base = {
+        "dataset": "shakespeare", "data_dir": data_dir, "vocab_size": 512, "steps": 40, "batch_size": 8,
+        "seq_len": 64, "lr": 3e-3, "warmup_steps": 5, "eval_every": 10, "log_every": 10, "eval_batches": 4,
+        "checkpoint_every": 20, "threads": 1,
+        "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "max_seq_len": 64},
+    }
+    return TrainConfig.from_dict({**base, **overrides})
+
+
+def val_curve(run_dir) -> list[float]:
+    lines = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    return [r["val_loss"] for r in lines if "val_loss" in r]
+
+
+@pytest.mark.parametrize("router, capacity", [("dense", 1.0), ("seed", 0.5), ("mod", 0.125)])
+def test_short_run_on_real_text_lowers_validation_loss(router, capacity, data_dir, tmp_path):
+    summary = train(tiny(data_dir, router=router, capacity=capacity, steps=60), tmp_path, progress=False)
+    curve = val_curve(tmp_path)
+    assert curve[-1] < curve[0] - 0.3, curve
+    assert summary["val_loss"] < math.log(512) - 0.5  # well below the uniform guess
+    assert (tmp_path / "model.safetensors").exists() and (tmp_path / "summary.json").exists()
+
+
+def test_resume_after_kill_is_exact(data_dir, tmp_path):
+    """Train 2N steps straight vs N, stop (as a killed job would, after its checkpoint), resume N."""
+    cfg = tiny(data_dir, router="seed", capacity=0.5, steps=40, checkpoint_every=20)
+    straight = train(cfg, tmp_path / "straight", progress=False)
+    partial = train(cfg, tmp_path / "resumed", stop_after=20, progress=False)
+    assert partial == {"stopped_at": 20} and not (tmp_path / "resumed" / "model.safetensors").exists()
+    resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
+    assert resumed["final_train_loss"] == straight["final_train_loss"]
+    assert resumed["val_loss"] == straight["val_loss"]
+    strip = [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
+             for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
+    ref = [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
+           for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
+    assert strip == ref
+
+
+def test_same_seed_same_metrics_and_different_seed_differs(data_dir, tmp_path):
+    a = train(tiny(data_dir, router="random", capacity=0.5, steps=20), tmp_path / "a", progress=False)
+    b = train(tiny(data_dir, router="random", capacity=0.5, steps=20), tmp_path / "b", progress=False)
+    c = train(tiny(data_dir, router="random", capacity=0.5, steps=20, seed=1), tmp_path / "c", progress=False)
+    assert a["val_loss"] == b["val_loss"] and a["final_train_loss"] == b["final_train_loss"]
+    assert a["val_loss"] != c["val_loss"]
+
+
+def test_nan_loss_stops_with_clear_error_and_no_final_outputs(data_dir, tmp_path, monkeypatch):
+    def poisoned(cfg, vocab_size):
+        model = make_model(cfg, vocab_size)
+        with torch.no_grad():
+            model.wte.weight[0, 0] = float("nan")
+        return model
+
+    monkeypatch.setattr("sparsedepth.train.make_model", poisoned)
+    with pytest.raises(TrainingDiverged, match="loss is nan at step 0"):
+        train(tiny(data_dir), tmp_path, progress=False)
+    assert not (tmp_path / "model.safetensors").exists() and not (tmp_path / "summary.json").exists()
+
+
+def test_evaluate_reports_both_mod_modes(data_dir, tmp_path):
+    train(tiny(data_dir, router="mod", capacity=0.25, steps=10), tmp_path, progress=False)
+    result = evaluate_run(tmp_path, max_batches=2, out_path=tmp_path / "eval.json")
+    assert set(result["modes"]) == {"causal", "topk"}
+    causal, topk = result["modes"]["causal"], result["modes"]["topk"]
+    assert causal["causality_violation"] < 1e-5 and topk["causality_violation"] > 1e-5
+    assert causal["batch_leak"] < 1e-5
+    for entry in (causal, topk):
+        assert entry["validation"]["flops_per_token"] < entry["validation"]["dense_flops_per_token"]
+        assert entry["test"]["ppl"] == pytest.approx(math.exp(entry["test"]["loss"]))
+    assert json.loads((tmp_path / "eval.json").read_text()) == json.loads(json.dumps(result))
+
+
+def test_corrupt_checkpoint_is_a_clear_error(data_dir, tmp_path):
+    cfg = tiny(data_dir, steps=20, checkpoint_every=10)
+    train(cfg, tmp_path, stop_after=10, progress=False)
+    (tmp_path / "checkpoint" / "state.safetensors").write_bytes(b"\x00not a safetensors file")
+    with pytest.raises(CheckpointError, match="corrupt checkpoint"):
+        train(cfg, tmp_path, resume=True, progress=False)
+    (tmp_path / "checkpoint" / "model.safetensors").write_bytes(b"garbage")
+    with pytest.raises(CheckpointError, match="cannot read weights"):
+        train(cfg, tmp_path, resume=True, progress=False)
+
+
+def test_resume_without_checkpoint_is_a_clear_error(data_dir, tmp_path):
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train(tiny(data_dir), tmp_path, resume=True, progress=False)
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"router": "nope"}, "unknown router 'nope'"),
+    ({"capacity": 0}, "capacity"),
+    ({"capacity": 1.5}, "capacity"),
+    ({"steps": "ten"}, "steps"),
+    ({"learning_rate": 1.0}, "learning_rate"),
+    ({"model": {"d_model": 30, "n_heads": 4}}, "divisible"),
+    ({"seq_len": 512}, "max_seq_len"),
+    ({"router_options": {"bogus": 1}, "router": "mod"}, "router_options"),
+])
+def test_bad_config_is_rejected_naming_the_problem(bad, message, data_dir, tmp_path):
+    with pytest.raises(ConfigError, match=message):
+        cfg = TrainConfig.from_dict({"data_dir": data_dir, "vocab_size": 512, "steps": 1, **bad})
+        train(cfg, tmp_path, progress=False)
+
+
+def test_checkpoint_holds_no_pickles(data_dir, tmp_path):
+    train(tiny(data_dir, steps=10, checkpoint_every=10), tmp_path, progress=False)
+    for f in (tmp_path / "checkpoint").iterdir():
+        assert f.suffix in {".safetensors", ".json"}, f
