@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .cache import KVCache, LayerCache
 from .config import ConfigError, ModelConfig
 from .routing import ROUTERS, Decision, Router
 
@@ -44,10 +45,15 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model, bias=False)
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
-    def forward(self, x: Tensor, rope: Rotary, positions: Tensor, attn_mask: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, rope: Rotary, positions: Tensor, attn_mask: Tensor | None = None,
+                cache: LayerCache | None = None, valid: Tensor | None = None) -> Tensor:
+        """With a cache, the new keys/values (only `valid` ones) are appended and attention runs over
+        everything this block has cached for the sample: its own earlier tokens that ran this block."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
         q, k = rope(q, positions), rope(k, positions)
+        if cache is not None:
+            k, v, attn_mask = cache.extend(k, v, valid)
         if attn_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
@@ -76,8 +82,9 @@ class Block(nn.Module):
         self.mlp = MLP(cfg)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def residual(self, x: Tensor, rope: Rotary, positions: Tensor, attn_mask: Tensor | None = None) -> Tensor:
-        a = self.drop(self.attn(self.norm1(x), rope, positions, attn_mask))
+    def residual(self, x: Tensor, rope: Rotary, positions: Tensor, attn_mask: Tensor | None = None,
+                 cache: LayerCache | None = None, valid: Tensor | None = None) -> Tensor:
+        a = self.drop(self.attn(self.norm1(x), rope, positions, attn_mask, cache, valid))
         return a + self.drop(self.mlp(self.norm2(x + a)))
 
 
@@ -97,24 +104,31 @@ def gather_plan(decision: Decision) -> tuple[Tensor, Tensor | None]:
     return order, valid
 
 
-def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary) -> Tensor:
-    """Hard skipping: the block runs on the gathered tokens only, and its output is scattered back."""
+def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, positions: Tensor,
+                 cache: LayerCache | None = None) -> Tensor:
+    """Hard skipping: the block runs on the gathered tokens only, and its output is scattered back.
+
+    `positions` is [T] (a fresh sequence) or [B, T] (continuing a cache); gathered tokens keep theirs."""
     index, valid = gather_plan(decision)
     if index.shape[1] == 0:
         return h
     index3 = index.unsqueeze(-1).expand(-1, -1, h.shape[-1])
-    delta = block.residual(h.gather(1, index3), rope, index)
+    kept_positions = index if positions.dim() == 1 else positions.gather(1, index)
+    delta = block.residual(h.gather(1, index3), rope, kept_positions, cache=cache, valid=valid)
     weight = decision.gate.gather(1, index)
     if valid is not None:
         weight = weight * valid
     return h.scatter_add(1, index3, delta * weight.unsqueeze(-1).to(delta.dtype))
 
 
-def apply_masked(block: Block, h: Tensor, decision: Decision, rope: Rotary) -> Tensor:
+def apply_masked(block: Block, h: Tensor, decision: Decision, rope: Rotary, positions: Tensor,
+                 cache: LayerCache | None = None) -> Tensor:
     """Reference (slow) path: full-length compute, skipped tokens masked out as keys and outputs.
 
     Used by the tests to check `apply_routed` and by benchmarks as the "masked, no savings" ablation.
     """
+    if cache is not None or positions.dim() != 1:
+        raise NotImplementedError("the masked reference path does not decode with a cache")
     T = h.shape[1]
     causal = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
     eye = torch.eye(T, dtype=torch.bool, device=h.device)
@@ -159,23 +173,32 @@ class SparseDepthModel(nn.Module):
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
 
-    def forward(self, idx: Tensor, targets: Tensor | None = None) -> ModelOutput:
+    def forward(
+        self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None
+    ) -> ModelOutput:
+        """Logits for `idx`; with a `cache`, `idx` continues the cached sequences (positions per sample)."""
         B, T = idx.shape
-        if self.cfg.max_seq_len < T:
-            raise ValueError(f"sequence length {T} exceeds max_seq_len {self.cfg.max_seq_len}")
         positions = torch.arange(T, device=idx.device)
+        if cache is not None:
+            positions = cache.positions.unsqueeze(1) + positions  # [B, T]
+        last = T if cache is None else int(positions.max()) + 1
+        if last > self.cfg.max_seq_len:
+            raise ValueError(f"sequence length {last} exceeds max_seq_len {self.cfg.max_seq_len}")
         h = self.wte(idx)
         self.router.begin(h, positions)
         ran = []
         apply = apply_routed if self.hard_skip else apply_masked
         for i, block in enumerate(self.blocks):
+            layer_cache = None if cache is None else cache.layers[i]
             if i in self.routed:
                 decision = self.router.decide(h, i)
-                h = apply(block, h, decision, self.rope)
+                h = apply(block, h, decision, self.rope, positions, layer_cache)
                 ran.append(decision.mask)
             else:
-                h = h + block.residual(h, self.rope, positions)
+                h = h + block.residual(h, self.rope, positions, cache=layer_cache)
                 ran.append(torch.ones(B, T, dtype=torch.bool, device=idx.device))
+        if cache is not None:
+            cache.positions += T
         logits = self.lm_head(self.norm_f(h))
         loss = None
         if targets is not None:

@@ -1,0 +1,44 @@
+# The README's two commands: `make reproduce` (set up + the whole study) and `make test`.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTHON ?= python3
+JOBS ?= 2
+LATEX_PACKAGES := latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended
+
+.PHONY: venv latex test lint reproduce smoke benchmark clean-results
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+# LaTeX for the paper: installed with apt when missing and we may (root or passwordless sudo).
+latex:
+	@if command -v latexmk >/dev/null; then echo "latexmk present"; \
+	elif [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends $(LATEX_PACKAGES) >/dev/null; \
+	elif sudo -n true 2>/dev/null; then sudo apt-get update -qq && sudo DEBIAN_FRONTEND=noninteractive \
+	  apt-get install -y -qq --no-install-recommends $(LATEX_PACKAGES) >/dev/null; \
+	else echo "latexmk missing and no root: install $(LATEX_PACKAGES) to build the paper"; fi
+
+lint: venv
+	$(VENV)/bin/ruff check .
+
+test: venv
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -n $(JOBS) -q
+
+reproduce: venv latex
+	$(VENV)/bin/snakemake --profile profiles/default --cores all
+
+smoke: venv
+	$(VENV)/bin/snakemake --profile profiles/default --cores all --configfile config/smoke.yaml
+
+benchmark: venv
+	$(VENV)/bin/snakemake --profile profiles/default --cores all benchmark
+
+clean-results:
+	rm -rf results/runs results/bench results/figures results/tables results/runs.csv results/stats.csv

@@ -1,0 +1,97 @@
+"""Autoregressive sampling with routing and a per-layer KV cache.
+
+Every router decides causally at inference (MoD through its causal rule), so decoding one token at a time
+with the cache gives the same logits as a full forward pass over the sequence; the tests check exactly
+that. Prompts of different lengths are prefilled one sample at a time into rows of one batched cache, then
+decoded together, each sample at its own position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .cache import KVCache
+from .model import SparseDepthModel
+
+
+@dataclass
+class Generation:
+    tokens: list[list[int]]  # generated tokens per sample (prompt excluded)
+    layers: list[list[int]]  # blocks each generated token ran
+    prompt_layers: list[list[int]]  # blocks each prompt token ran
+
+
+def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
+    """Next token per row from [B, V] logits; temperature 0 is greedy."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = logits / temperature
+    if top_k is not None:
+        kth = logits.topk(min(top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) > top_p  # keep the smallest set reaching top_p
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+
+
+@torch.no_grad()
+def prefill(
+    model: SparseDepthModel, prompts: Sequence[Sequence[int]]
+) -> tuple[KVCache, Tensor, list[list[int]]]:
+    """Run each prompt into its row of a fresh cache; returns the cache, last logits [B, V], layers/token."""
+    if any(len(p) == 0 for p in prompts):
+        raise ValueError("every prompt needs at least one token")
+    device = next(model.parameters()).device
+    cache = KVCache.empty(model, len(prompts))
+    last, layers = [], []
+    for b, prompt in enumerate(prompts):
+        out = model(torch.tensor([list(prompt)], device=device), cache=cache.row(b))
+        last.append(out.logits[0, -1])
+        layers.append(out.layers_per_token[0].long().tolist())
+    return cache, torch.stack(last), layers
+
+
+@torch.no_grad()
+def decode_step(model: SparseDepthModel, tokens: Tensor, cache: KVCache):
+    """One cached step for every sample: tokens [B] → model output for [B, 1]."""
+    return model(tokens.unsqueeze(1), cache=cache)
+
+
+@torch.no_grad()
+def generate(model: SparseDepthModel, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             eos_id: int | None = None, seed: int | None = None) -> Generation:
+    """Sample up to `max_new_tokens` per prompt (stops a sample at `eos_id`)."""
+    model.eval()
+    longest = max(len(p) for p in prompts) + max_new_tokens
+    if longest > model.cfg.max_seq_len:
+        raise ValueError(f"prompt + new tokens ({longest}) exceed max_seq_len {model.cfg.max_seq_len}")
+    device = next(model.parameters()).device
+    generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
+    cache, logits, prompt_layers = prefill(model, prompts)
+    out_tokens: list[list[int]] = [[] for _ in prompts]
+    out_layers: list[list[int]] = [[] for _ in prompts]
+    finished = [False] * len(prompts)
+    for _ in range(max_new_tokens):
+        nxt = sample_next(logits, temperature, top_k, top_p, generator)
+        for b, token in enumerate(nxt.tolist()):
+            if not finished[b]:
+                out_tokens[b].append(token)
+                finished[b] = eos_id is not None and token == eos_id
+        if all(finished):
+            break
+        out = decode_step(model, nxt, cache)
+        for b, n in enumerate(out.layers_per_token[:, 0].long().tolist()):
+            if len(out_layers[b]) < len(out_tokens[b]):
+                out_layers[b].append(n)
+        logits = out.logits[:, -1]
+    return Generation(out_tokens, out_layers, prompt_layers)
