@@ -58,3 +58,9 @@ def test_train_then_evaluate_end_to_end(tmp_path):
                  "--max-batches", "2")
     assert result.returncode == 0, result.stderr
     assert "val loss" in result.stdout and (tmp_path / "eval.json").exists()
+    result = run("sample", "--run", str(tmp_path / "run"), "--prompt", "KING:", "--max-new-tokens", "5",
+                 "--show-routing", "--no-color")
+    assert result.returncode == 0, result.stderr
+    assert any(ch in result.stdout for ch in "₁₂") and "blocks run, of 2" in result.stdout
+    result = run("sample", "--run", str(tmp_path / "run"), "--max-new-tokens", "500")
+    assert result.returncode == 2 and "max_seq_len" in result.stderr

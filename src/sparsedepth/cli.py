@@ -83,6 +83,25 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
               f"FLOPs/token {v['flops_per_token']:.3g}")
 
 
+def cmd_sample(args: argparse.Namespace) -> None:
+    from .evaluate import load_run, set_mode
+    from .generate import generate, render_routing
+
+    model, cfg, data = load_run(args.run)
+    set_mode(model, "causal")
+    prompt = data.tokenizer.encode(args.prompt).ids or [data.eot_id]
+    result = generate(model, [prompt], args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                      eos_id=data.eot_id, seed=args.seed)
+    ids = prompt + result.tokens[0]
+    if not args.show_routing:
+        print(data.tokenizer.decode(ids))
+        return
+    layers = result.prompt_layers[0] + result.layers[0]
+    pieces = [data.tokenizer.decode([i]) for i in ids[: len(layers)]]
+    print(render_routing(pieces, layers, cfg.model.n_layers, color=not args.no_color))
+    print(f"(subscript: blocks run, of {cfg.model.n_layers}; router {cfg.router}, capacity {cfg.capacity})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
@@ -102,6 +121,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="write the results as JSON here")
     p.add_argument("--max-batches", type=int, default=None, help="cap the number of eval batches per split")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("sample", help="generate text from a finished run (cached, routed decoding)")
+    p.add_argument("--run", required=True, help="finished run directory")
+    p.add_argument("--prompt", default="", help="text to continue")
+    p.add_argument("--max-new-tokens", type=int, default=60)
+    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-p", type=float, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--show-routing", action="store_true", help="mark each token with the blocks it ran")
+    p.add_argument("--no-color", action="store_true", help="with --show-routing: subscripts only")
+    p.set_defaults(func=cmd_sample)
     return parser
 
 
@@ -112,7 +143,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError) as e:
+    except (ConfigError, DataError, ValueError) as e:
         print(f"sparsedepth: error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (CheckpointError, TrainingDiverged) as e:

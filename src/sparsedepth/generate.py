@@ -95,3 +95,19 @@ def generate(model: SparseDepthModel, prompts: Sequence[Sequence[int]], max_new_
                 out_layers[b].append(n)
         logits = out.logits[:, -1]
     return Generation(out_tokens, out_layers, prompt_layers)
+
+
+def render_routing(pieces: Sequence[str], layers: Sequence[int], n_layers: int, color: bool = True) -> str:
+    """Text with each token marked by how many blocks it ran: ANSI background from pale (few) to
+    saturated (all), plus the count as a subscript, so it reads without colour too."""
+    subscript = str.maketrans("0123456789", "₀₁₂₃₄₅₆₇₈₉")
+    palette = [255, 230, 229, 222, 215, 209, 203, 197, 161]  # xterm-256: light → deep
+    out = []
+    for piece, n in zip(pieces, layers, strict=True):
+        mark = str(n).translate(subscript)
+        if color:
+            shade = palette[min(len(palette) - 1, round(n / max(1, n_layers) * (len(palette) - 1)))]
+            out.append(f"\x1b[48;5;{shade}m\x1b[30m{piece}\x1b[2m{mark}\x1b[0m")
+        else:
+            out.append(f"{piece}{mark}")
+    return "".join(out)
