@@ -20,9 +20,11 @@ class LayerCache:
     def capacity(self) -> int:
         return self.k.shape[2] - 1
 
-    def extend(self, k: Tensor, v: Tensor, valid: Tensor | None) -> tuple[Tensor, Tensor, Tensor]:
+    def extend(self, k: Tensor, v: Tensor, valid: Tensor | None,
+               query_offsets: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Append new keys/values (the valid ones form a prefix of each row) and return the keys, values
-        and the [B, K, S] mask under which new query i sees the cache plus new keys 0..i."""
+        and the mask [B, Q, S] under which query i sees the cache plus new keys 0..offset_i (offset_i = i
+        unless the queries are a subset of the new keys, as under state propagation)."""
         B, H, K, D = k.shape
         steps = torch.arange(K, device=k.device)
         slots = self.lengths.unsqueeze(1) + steps  # [B, K]
@@ -33,7 +35,8 @@ class LayerCache:
         self.v.scatter_(2, index, v)
         limit = int(self.lengths.max()) + K
         keys = torch.arange(limit, device=k.device)
-        mask = keys < (self.lengths.unsqueeze(1) + steps + 1).unsqueeze(-1)
+        offsets = steps if query_offsets is None else query_offsets
+        mask = keys < (self.lengths.unsqueeze(1) + offsets + 1).unsqueeze(-1)
         counts = K if valid is None else valid.sum(1)
         self.lengths += counts
         return self.k[:, :, :limit], self.v[:, :, :limit], mask

@@ -16,7 +16,7 @@ from torch import Tensor
 from .checkpoint import CheckpointError, load_weights
 from .config import load_file
 from .data import TokenData, eval_batches
-from .flops import counted_flops, dense_forward_flops, forward_flops
+from .flops import counted_flops, dense_forward_flops, output_flops
 from .model import SparseDepthModel
 from .train import TrainConfig, load_data, make_model
 
@@ -52,7 +52,7 @@ def evaluate_split(model: SparseDepthModel, tokens, batch_size: int, seq_len: in
         loss_sum += out.loss.item() * y.numel()
         n_tokens += y.numel()
         layer_sum += out.layers_per_token.sum().item()
-        flops += forward_flops(model.cfg, out.layer_counts, model.router.flops_per_token())
+        flops += output_flops(model, out, x.shape[1])
     loss = loss_sum / n_tokens
     return {
         "loss": loss,
@@ -100,7 +100,7 @@ def training_flops_per_token(model: SparseDepthModel, idx: Tensor) -> float:
     torch.manual_seed(0)
     out = model(idx)
     model.train(was_training)
-    return 3.0 * forward_flops(model.cfg, out.layer_counts, model.router.flops_per_token()) / idx.numel()
+    return 3.0 * output_flops(model, out, idx.shape[1]) / idx.numel()
 
 
 def evaluate_run(

@@ -18,21 +18,31 @@ from torch.utils.flop_counter import FlopCounterMode
 from .config import ModelConfig
 
 
-def block_flops(n_tokens: Tensor | float, cfg: ModelConfig) -> Tensor | float:
+def block_flops(
+    n_tokens: Tensor | float, cfg: ModelConfig, context: Tensor | float | None = None
+) -> Tensor | float:
+    """With state propagation, every one of the `context` tokens still needs keys/values (2 of the 4
+    projections) and the n queries attend over all of them; a block no query runs is skipped whole."""
     d = cfg.d_model
-    return 2 * n_tokens * d * d * (4 + 2 * cfg.mlp_ratio) + 4 * n_tokens * n_tokens * d
+    if context is None:
+        return 2 * n_tokens * d * d * (4 + 2 * cfg.mlp_ratio) + 4 * n_tokens * n_tokens * d
+    flops = 2 * d * d * (n_tokens * (2 + 2 * cfg.mlp_ratio) + 2 * context) + 4 * n_tokens * context * d
+    return flops * (n_tokens > 0)
 
 
 def head_flops(n_tokens: float, cfg: ModelConfig) -> float:
     return 2.0 * n_tokens * cfg.d_model * cfg.vocab_size
 
 
-def forward_flops(cfg: ModelConfig, layer_counts: Tensor, router_flops_per_token: float = 0.0) -> float:
+def forward_flops(cfg: ModelConfig, layer_counts: Tensor, router_flops_per_token: float = 0.0,
+                  seq_len: int | None = None, propagate: bool = False) -> float:
     """Total forward FLOPs of a batch given [B, L] tokens per sample per block (the model output's
     `layer_counts`), i.e. the ideal cost of hard skipping without padding."""
-    seq_len = float(layer_counts.max()) if layer_counts.numel() else 0.0
+    if seq_len is None:
+        seq_len = float(layer_counts.max()) if layer_counts.numel() else 0.0
     batch = layer_counts.shape[0]
-    total = float(block_flops(layer_counts.double(), cfg).sum())
+    context = float(seq_len) if propagate else None
+    total = float(block_flops(layer_counts.double(), cfg, context).sum())
     return total + batch * (head_flops(seq_len, cfg) + seq_len * router_flops_per_token)
 
 
@@ -51,12 +61,19 @@ def counted_flops(fn: Callable[[], object]) -> int:
     return counter.get_total_flops()
 
 
+def output_flops(model, out, seq_len: int) -> float:
+    """Analytic forward FLOPs of the batch that produced `out` (a ModelOutput) under the model's router."""
+    router = model.router
+    return forward_flops(model.cfg, out.layer_counts, router.flops_per_token(), seq_len,
+                         getattr(router, "propagates_state", False))
+
+
 @torch.no_grad()
 def model_flops(model, idx: Tensor) -> dict[str, float]:
     """Analytic (ideal, from actual counts) and counted FLOPs of one forward pass, per token."""
     out = model(idx)
     n_tokens = idx.numel()
-    analytic = forward_flops(model.cfg, out.layer_counts, model.router.flops_per_token())
+    analytic = output_flops(model, out, idx.shape[1])
     counted = counted_flops(lambda: model(idx))
     dense = dense_forward_flops(model.cfg, *idx.shape)
     return {

@@ -46,14 +46,30 @@ class Attention(nn.Module):
         self.out = nn.Linear(cfg.d_model, cfg.d_model, bias=False)
 
     def forward(self, x: Tensor, rope: Rotary, positions: Tensor, attn_mask: Tensor | None = None,
-                cache: LayerCache | None = None, valid: Tensor | None = None) -> Tensor:
+                cache: LayerCache | None = None, valid: Tensor | None = None,
+                context: Tensor | None = None, context_positions: Tensor | None = None,
+                query_offsets: Tensor | None = None) -> Tensor:
         """With a cache, the new keys/values (only `valid` ones) are appended and attention runs over
-        everything this block has cached for the sample: its own earlier tokens that ran this block."""
+        everything this block has cached for the sample: its own earlier tokens that ran this block.
+
+        With a `context` (state propagation), queries come from `x` but keys/values from every context
+        token, so tokens that skip the block (an early exit) still serve as keys/values in it."""
         B, T, C = x.shape
-        q, k, v = self.qkv(x).view(B, T, 3, self.n_heads, C // self.n_heads).permute(2, 0, 3, 1, 4)
-        q, k = rope(q, positions), rope(k, positions)
+        H = self.n_heads
+        if context is None:
+            q, k, v = self.qkv(x).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
+            key_positions = positions
+        else:
+            w_q, w_kv = self.qkv.weight.split([C, 2 * C])
+            q = F.linear(x, w_q).view(B, T, H, C // H).transpose(1, 2)
+            S = context.shape[1]
+            k, v = F.linear(context, w_kv).view(B, S, 2, H, C // H).permute(2, 0, 3, 1, 4)
+            key_positions = context_positions
+        q, k = rope(q, positions), rope(k, key_positions)
         if cache is not None:
-            k, v, attn_mask = cache.extend(k, v, valid)
+            k, v, attn_mask = cache.extend(k, v, None if context is not None else valid, query_offsets)
+        elif context is not None:
+            attn_mask = key_positions.unsqueeze(-2) <= positions.unsqueeze(-1)  # causal by position
         if attn_mask is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
         else:
@@ -83,12 +99,16 @@ class Block(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
 
     def residual(self, x: Tensor, rope: Rotary, positions: Tensor, attn_mask: Tensor | None = None,
-                 cache: LayerCache | None = None, valid: Tensor | None = None) -> Tensor:
-        a = self.drop(self.attn(self.norm1(x), rope, positions, attn_mask, cache, valid))
+                 cache: LayerCache | None = None, valid: Tensor | None = None,
+                 context: Tensor | None = None, context_positions: Tensor | None = None,
+                 query_offsets: Tensor | None = None) -> Tensor:
+        ctx = None if context is None else self.norm1(context)
+        a = self.drop(self.attn(self.norm1(x), rope, positions, attn_mask, cache, valid,
+                                ctx, context_positions, query_offsets))
         return a + self.drop(self.mlp(self.norm2(x + a)))
 
 
-def gather_plan(decision: Decision) -> tuple[Tensor, Tensor | None]:
+def gather_plan(decision: Decision, minimum: int = 0) -> tuple[Tensor, Tensor | None]:
     """Positions to gather per sample ([B, K], ascending) and which of them are real (None: all are).
 
     Variable-count routers need K = the largest count in the batch: one device→host sync per routed
@@ -98,7 +118,7 @@ def gather_plan(decision: Decision) -> tuple[Tensor, Tensor | None]:
         return decision.index, None
     mask = decision.mask
     counts = mask.sum(dim=1)
-    width = int(counts.max())
+    width = max(int(counts.max()), minimum)
     order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices[:, :width]
     valid = torch.arange(width, device=mask.device) < counts.unsqueeze(1)
     return order, valid
@@ -109,12 +129,15 @@ def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, posi
     """Hard skipping: the block runs on the gathered tokens only, and its output is scattered back.
 
     `positions` is [T] (a fresh sequence) or [B, T] (continuing a cache); gathered tokens keep theirs."""
-    index, valid = gather_plan(decision)
+    propagate = getattr(decision, "propagate", False)
+    # with a cache, a propagating block must run (≥ 1 padded query) to append the context's keys/values
+    index, valid = gather_plan(decision, minimum=1 if propagate and cache is not None else 0)
     if index.shape[1] == 0:
         return h
     index3 = index.unsqueeze(-1).expand(-1, -1, h.shape[-1])
     kept_positions = index if positions.dim() == 1 else positions.gather(1, index)
-    delta = block.residual(h.gather(1, index3), rope, kept_positions, cache=cache, valid=valid)
+    context = dict(context=h, context_positions=positions, query_offsets=index) if propagate else {}
+    delta = block.residual(h.gather(1, index3), rope, kept_positions, cache=cache, valid=valid, **context)
     weight = decision.gate.gather(1, index)
     if valid is not None:
         weight = weight * valid
@@ -132,7 +155,8 @@ def apply_masked(block: Block, h: Tensor, decision: Decision, rope: Rotary, posi
     T = h.shape[1]
     causal = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
     eye = torch.eye(T, dtype=torch.bool, device=h.device)
-    allowed = (causal & decision.mask.unsqueeze(1)) | eye  # self-attention keeps skipped rows finite
+    keys = decision.mask.unsqueeze(1) | getattr(decision, "propagate", False)  # propagate: all are keys
+    allowed = (causal & keys) | eye  # self-attention keeps skipped rows finite
     delta = block.residual(h, rope, torch.arange(T, device=h.device), allowed)
     weight = decision.gate * decision.mask
     return h + delta * weight.unsqueeze(-1).to(delta.dtype)
@@ -159,6 +183,7 @@ class SparseDepthModel(nn.Module):
         self.lm_head.weight = self.wte.weight  # tied
         self.rope = Rotary(cfg.d_model // cfg.n_heads, cfg.max_seq_len, cfg.rope_base)
         self.router = router
+        self.router.readout = self.readout  # shared head for routers that read out early (early exit)
         self.routed = set(router.routed_layers)
         self.hard_skip = True  # False: the masked reference path (same outputs, no savings)
         self.apply(self._init_weights)
@@ -172,6 +197,10 @@ class SparseDepthModel(nn.Module):
             nn.init.normal_(module.weight, std=0.02)
         if isinstance(module, nn.Linear) and module.bias is not None:
             nn.init.zeros_(module.bias)
+
+    def readout(self, h: Tensor) -> Tensor:
+        """Logits from any hidden state through the final norm and the (tied) head."""
+        return self.lm_head(self.norm_f(h))
 
     def forward(
         self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None
@@ -199,15 +228,19 @@ class SparseDepthModel(nn.Module):
                 ran.append(torch.ones(B, T, dtype=torch.bool, device=idx.device))
         if cache is not None:
             cache.positions += T
-        logits = self.lm_head(self.norm_f(h))
-        loss = None
+        logits = self.readout(h)
+        loss, aux = None, self.router.aux_loss()
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
+            exit_loss = getattr(self.router, "exit_loss", None)
+            extra = exit_loss(targets) if exit_loss is not None else None
+            if extra is not None:
+                aux = extra if aux is None else aux + extra
         ran_t = torch.stack(ran, dim=-1)  # [B, T, L]
         return ModelOutput(
             logits=logits,
             loss=loss,
-            aux_loss=self.router.aux_loss(),
+            aux_loss=aux,
             layers_per_token=ran_t.sum(-1).float(),
             layer_counts=ran_t.sum(1).float(),
             routing=ran_t,

@@ -169,6 +169,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
+        model.router.set_progress(step / cfg.steps)
         x, y = sample_batch(data.train, cfg.batch_size, cfg.seq_len, data_rng)
         output = model(x.to(device), y.to(device))
         aux = output.aux_loss if output.aux_loss is not None else torch.zeros((), device=device)
@@ -191,6 +192,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
             _append(metrics, record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", lpt=f"{record['layers_per_token']:.2f}")
             last_logged = done
+        calibrate = getattr(model.router, "calibrate", None)
+        if done == cfg.steps and calibrate is not None:  # e.g. early exit: threshold to hit the capacity
+            calibrate(model, [x.to(device) for x, _ in
+                              eval_batches(data.validation, cfg.batch_size, cfg.seq_len, cfg.eval_batches)])
         if done % cfg.eval_every == 0 or done == cfg.steps:
             _append(metrics, {"step": done, "val_loss": validation_loss(model, data.validation, cfg, device)})
         if done % cfg.checkpoint_every == 0 or done == stop_after:
@@ -214,6 +219,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
         "threads": torch.get_num_threads(),
         "device": device,
     }
+    model.router.set_progress(1.0)
     save_weights(model, out / "model.safetensors")
     (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary

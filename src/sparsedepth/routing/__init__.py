@@ -2,6 +2,7 @@
 
 from .base import Decision, Router
 from .dense import DenseRouter
+from .early_exit import EarlyExitRouter
 from .mod import MoDRouter
 from .random import RandomRouter
 from .seed import FrozenSeedRouter, SeedRouter
@@ -9,7 +10,8 @@ from .threshold import ThresholdRouter
 
 ROUTERS: dict[str, type[Router]] = {
     cls.name: cls
-    for cls in (DenseRouter, SeedRouter, FrozenSeedRouter, MoDRouter, ThresholdRouter, RandomRouter)
+    for cls in (DenseRouter, SeedRouter, FrozenSeedRouter, MoDRouter, ThresholdRouter, RandomRouter,
+                EarlyExitRouter)
 }
 
 __all__ = ["ROUTERS", "Decision", "Router"]

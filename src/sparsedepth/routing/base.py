@@ -71,6 +71,7 @@ class Router(nn.Module):
         self.routed_layers = list(routed_layers)
         self.slot = {layer: i for i, layer in enumerate(self.routed_layers)}
         self._aux: list[Tensor] = []
+        self.progress = 1.0  # a model built for inference is at the end of any schedule
 
     def begin(self, h0: Tensor, positions: Tensor) -> None:
         """Called once per forward pass with the token embeddings and their positions ([T])."""
@@ -79,6 +80,11 @@ class Router(nn.Module):
 
     def decide(self, h: Tensor, layer: int) -> Decision:
         raise NotImplementedError
+
+    def set_progress(self, fraction: float) -> None:
+        """Training progress in [0, 1], set by the training loop before each step (for schedules such as
+        a capacity curriculum). Derived from the step, so resuming restores it exactly."""
+        self.progress = fraction
 
     def add_aux(self, loss: Tensor) -> None:
         self._aux.append(loss)

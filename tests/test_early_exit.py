@@ -1,0 +1,97 @@
+"""Early exit: exited tokens keep serving as keys/values (state propagation), calibration, exit loss."""
+
+import torch
+from conftest import make, tokens
+
+from sparsedepth.model import apply_routed
+from sparsedepth.routing.base import Decision
+from sparsedepth.routing.early_exit import EarlyExitRouter, PropagatingDecision
+
+
+class ExitAtPosition(EarlyExitRouter):
+    """Position 5 exits after block 1 (skips blocks 2, 3); everything else runs all blocks."""
+
+    propagate = True
+
+    def decide(self, h, layer):
+        mask = torch.ones(h.shape[:2], dtype=torch.bool)
+        if layer >= 2:
+            mask[:, 5] = False
+        cls = PropagatingDecision if self.propagate else Decision
+        return cls(mask=mask, gate=torch.ones(h.shape[:2]))
+
+
+def test_exited_token_still_serves_as_key_value_in_later_blocks(tiny_cfg):
+    model = make("early_exit", tiny_cfg).eval()
+    model.router.__class__ = ExitAtPosition
+    idx = tokens(tiny_cfg, batch=2, length=12)
+    propagated = model(idx)
+    assert propagated.layers_per_token[0, 5] == 2 and propagated.layers_per_token[0, 4] == 4
+    model.router.propagate = False  # same exits, but the exited token vanishes as a key (MoD-style skip)
+    dropped = model(idx)
+    torch.testing.assert_close(propagated.logits[:, :6], dropped.logits[:, :6])  # ≤ 5: unaffected
+    assert (propagated.logits[:, 6:] - dropped.logits[:, 6:]).abs().max() > 1e-4  # later tokens saw it
+
+    # and the propagated keys are exactly the exited token's frozen state: compare with the dense model
+    # in which token 5's hidden state is frozen after block 1 but still attended to
+    model.router.propagate = True
+    h = model.wte(idx)
+    positions = torch.arange(12)
+    model.router.begin(h, positions)
+    for i, block in enumerate(model.blocks):
+        if i < 2:
+            h = h + block.residual(h, model.rope, positions)
+        else:
+            frozen = h[:, 5].clone()
+            h = h + block.residual(h, model.rope, positions)
+            h[:, 5] = frozen
+    torch.testing.assert_close(model.readout(h), propagated.logits, atol=2e-5, rtol=1e-4)
+
+
+def test_propagating_block_caches_every_token(tiny_cfg):
+    """In cached decoding an exited token's keys/values are appended in the blocks it skipped."""
+    from sparsedepth.cache import KVCache
+
+    model = make("early_exit", tiny_cfg).eval()
+    model.router.threshold.fill_(0.0)  # exit whenever possible
+    idx = tokens(tiny_cfg, batch=1, length=10)
+    cache = KVCache.empty(model, 1)
+    out = model(idx, cache=cache)
+    assert out.layers_per_token.mean() < tiny_cfg.n_layers  # tokens did exit
+    assert torch.all(cache.lengths() == 10)  # yet every block cached all ten tokens
+
+
+def test_calibration_hits_the_target_capacity(tiny_cfg):
+    model = make("early_exit", tiny_cfg, capacity=0.6).eval()
+    batches = [tokens(tiny_cfg, batch=4, length=32, seed=s) for s in range(2)]
+    model.router.calibrate(model, batches)
+    ran = torch.stack([model(x).routing.float().mean() for x in batches]).mean().item()
+    assert abs(ran - 0.6) < 0.1, ran
+
+
+def test_exit_loss_trains_early_layers_through_the_shared_head(tiny_cfg):
+    model = make("early_exit", tiny_cfg).train()
+    model.router.max_layer_dropout = 0.0
+    idx = tokens(tiny_cfg)
+    out = model(idx, idx)
+    assert out.aux_loss is not None and out.aux_loss > 0
+    out.aux_loss.backward()  # the exit loss alone
+    assert model.blocks[0].mlp.fc.weight.grad.abs().sum() > 0
+    assert model.wte.weight.grad.abs().sum() > 0  # the shared (tied) head
+
+
+def test_layer_dropout_rises_with_depth_and_is_per_sample(tiny_cfg):
+    model = make("early_exit", tiny_cfg).train()
+    model.router.max_layer_dropout = 0.5
+    torch.manual_seed(0)
+    ran = model(tokens(tiny_cfg, batch=64, length=8)).routing.float()  # [B, T, L]
+    assert torch.all((ran == ran[:, :1]).all(dim=1))  # whole samples skip a block, never single tokens
+    kept = ran[:, 0].mean(0)  # per block
+    assert kept[0] == 1.0 and abs(kept[-1].item() - 0.5) < 0.15 and kept[-1] < kept[1]
+
+
+def test_apply_routed_without_queries_skips_the_block(tiny_cfg):
+    model = make("early_exit", tiny_cfg).eval()
+    h = torch.randn(2, 6, tiny_cfg.d_model)
+    nobody = PropagatingDecision(mask=torch.zeros(2, 6, dtype=torch.bool), gate=torch.ones(2, 6))
+    assert torch.equal(apply_routed(model.blocks[1], h, nobody, model.rope, torch.arange(6)), h)
