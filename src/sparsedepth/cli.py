@@ -12,6 +12,7 @@ import json
 import sys
 import typing
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_file
@@ -63,13 +64,39 @@ def merge(base: dict, overrides: dict) -> dict:
     return merged
 
 
+def read_config(source: str) -> dict:
+    """A config file, or inline JSON (how the workflow passes each run's resolved config)."""
+    if source.lstrip().startswith("{"):
+        try:
+            return json.loads(source)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"--config: invalid inline JSON: {e}") from e
+    return load_file(source)
+
+
+def can_resume(out: Path, cfg) -> bool:
+    """A killed job left a checkpoint of *this* config (a changed config must start afresh)."""
+    from .config import to_dict
+
+    saved = out / "config.json"
+    return (out / "checkpoint").exists() and saved.exists() and json.loads(saved.read_text()) == to_dict(cfg)
+
+
 def cmd_train(args: argparse.Namespace) -> None:
     from .train import TrainConfig, train
 
-    data = load_file(args.config) if args.config else {}
+    data = read_config(args.config) if args.config else {}
     cfg = TrainConfig.from_dict(merge(data, flags_to_overrides(args, TrainConfig)))
-    summary = train(cfg, args.out, resume=args.resume, progress=not args.quiet)
+    resume = args.resume or (args.auto_resume and can_resume(Path(args.out), cfg))
+    summary = train(cfg, args.out, resume=resume, progress=not args.quiet)
     print(json.dumps(summary, indent=1))
+
+
+def cmd_prepare(args: argparse.Namespace) -> None:
+    from .data import prepare
+
+    out = prepare(args.dataset, args.out, args.vocab_size, args.data_path)
+    print(f"prepared {args.dataset} (vocab {args.vocab_size}) in {out}")
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
@@ -110,11 +137,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train one model/router/dataset/seed into a run directory")
     p.add_argument("--out", required=True, help="run directory (created)")
-    p.add_argument("--config", help="JSON/YAML file of TrainConfig fields")
+    p.add_argument("--config", help="JSON/YAML file (or inline JSON) of TrainConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint exactly")
+    p.add_argument("--auto-resume", action="store_true",
+                   help="resume when OUT holds a checkpoint of the same config, else start afresh")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataclass_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("prepare", help="download/clean/split a corpus, train its BPE, cache the tokens")
+    p.add_argument("--dataset", required=True, help="corpus name (see sparsedepth.data.CORPORA)")
+    p.add_argument("--out", required=True, help="prepared data directory (created atomically)")
+    p.add_argument("--vocab-size", "--vocab_size", type=int, default=4096)
+    p.add_argument("--data-path", "--data_path", default=None, help="local corpus file/dir (file corpora)")
+    p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("evaluate", help="val/test loss, perplexity, layers/token, FLOPs/token of a run")
     p.add_argument("--run", required=True, help="finished run directory")
