@@ -1,0 +1,145 @@
+"""The tidy table `results/runs.csv`: one row per finished run × inference mode (docs/CONTRACT.md).
+
+    python -m sparsedepth.aggregate --out results/runs.csv RUN_DIR...
+    python -m sparsedepth.aggregate --out results/runs.csv --root results/runs
+
+Why a separate step: statistics, figures, tables and the notebook read this one table, never the run
+directories, so they need neither torch nor the run layout. `model` and `variant` come from the run
+directory's path (`runs/{model}/{variant}/{dataset}/seed{seed}`), everything else from its JSON files; a path
+that disagrees with its config.json is an error, so a mis-wired workflow cannot mislabel a run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import pandas as pd
+
+EXIT_USER_ERROR = 2
+CAUSAL = "causal"
+
+RUNS_COLUMNS = [
+    "model", "variant", "arm", "router", "dataset", "seed", "capacity", "mode", "n_layers", "d_model",
+    "n_params", "steps", "batch_size", "seq_len", "val_loss", "val_ppl", "test_loss", "test_ppl",
+    "layers_per_token", "flops_per_token", "dense_flops_per_token", "counted_flops_per_token", "train_flops",
+    "train_tokens_per_s", "causality_violation", "batch_leak", "run_dir",
+]
+SORT_KEYS = ["model", "dataset", "variant", "mode", "seed"]
+
+
+class AggregateError(ValueError):
+    """A run directory that cannot be tabulated; the message names it."""
+
+
+def arm_name(variant: str, mode: str) -> str:
+    """The unit compared with the baseline: `mod` (causal inference) and `mod[topk]` are different arms."""
+    return variant if mode == CAUSAL else f"{variant}[{mode}]"
+
+
+def _read_json(run_dir: Path, name: str) -> dict:
+    path = run_dir / name
+    if not path.is_file():
+        hint = " (evaluate the run first)" if name == "eval.json" else " (the run did not finish)"
+        raise AggregateError(f"{run_dir}: missing {name}{hint}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise AggregateError(f"{path}: not valid JSON: {e}") from None
+
+
+def run_rows(run_dir: str | Path) -> list[dict]:
+    """The rows of one run directory, one per inference mode in its eval.json."""
+    run_dir = Path(run_dir)
+    parts = run_dir.parts
+    if len(parts) < 4 or not re.fullmatch(r"seed\d+", parts[-1]):
+        raise AggregateError(f"{run_dir}: not a run directory of the form .../{{model}}/{{variant}}/"
+                             "{dataset}/seed{seed}")
+    model, variant = parts[-4], parts[-3]
+    config, summary, evaluation = (_read_json(run_dir, f"{n}.json") for n in ("config", "summary", "eval"))
+    try:
+        if (config["dataset"], f"seed{config['seed']}") != (parts[-2], parts[-1]):
+            raise AggregateError(f"{run_dir}: path says {parts[-2]}/{parts[-1]} but config.json says "
+                                 f"{config['dataset']}/seed{config['seed']}")
+        tokens_per_step = config["steps"] * config["batch_size"] * config["seq_len"]
+        rows = []
+        for mode, entry in evaluation["modes"].items():
+            val, test = entry["validation"], entry["test"]
+            rows.append({
+                "model": model, "variant": variant, "arm": arm_name(variant, mode),
+                "router": config["router"],
+                "dataset": config["dataset"], "seed": config["seed"], "capacity": config["capacity"],
+                "mode": mode, "n_layers": config["model"]["n_layers"], "d_model": config["model"]["d_model"],
+                "n_params": summary["n_params"], "steps": config["steps"], "batch_size": config["batch_size"],
+                "seq_len": config["seq_len"], "val_loss": val["loss"], "val_ppl": val["ppl"],
+                "test_loss": test["loss"], "test_ppl": test["ppl"],
+                "layers_per_token": val["layers_per_token"], "flops_per_token": val["flops_per_token"],
+                "dense_flops_per_token": val["dense_flops_per_token"],
+                "counted_flops_per_token": entry["counted_flops_per_token"],
+                "train_flops": entry["train_flops_per_token"] * tokens_per_step,
+                "train_tokens_per_s": summary["train_tokens_per_s"],
+                "causality_violation": entry["causality_violation"], "batch_leak": entry["batch_leak"],
+                "run_dir": str(run_dir),
+            })
+    except (KeyError, TypeError) as e:
+        raise AggregateError(f"{run_dir}: config/summary/eval JSON lacks field {e}") from None
+    if not rows:
+        raise AggregateError(f"{run_dir}: eval.json has no inference modes")
+    return rows
+
+
+def find_run_dirs(root: str | Path) -> list[Path]:
+    """Every `{model}/{variant}/{dataset}/seed{seed}` directory under `root` (finished or not)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise AggregateError(f"runs root not found: {root}")
+    return sorted(p for p in root.glob("*/*/*/seed*") if p.is_dir() and re.fullmatch(r"seed\d+", p.name))
+
+
+def collect_runs(runs: Iterable[str | Path] | str | Path) -> pd.DataFrame:
+    """The tidy table of the given run directories (or of every run under a root directory), sorted by
+    model, dataset, variant, mode, seed so the same runs always give the same file."""
+    run_dirs = find_run_dirs(runs) if isinstance(runs, str | Path) else [Path(r) for r in runs]
+    rows = [row for run_dir in run_dirs for row in run_rows(run_dir)]
+    table = pd.DataFrame(rows, columns=RUNS_COLUMNS)
+    dupes = table[table.duplicated(["model", "variant", "dataset", "seed", "mode"], keep=False)]
+    if not dupes.empty:
+        raise AggregateError(f"the same run appears twice: {', '.join(sorted(set(dupes['run_dir'])))}")
+    return table.sort_values(SORT_KEYS, kind="stable", ignore_index=True)
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sparsedepth.aggregate",
+                                description="Tabulate evaluated run directories into results/runs.csv.")
+    p.add_argument("run_dirs", nargs="*", help="run directories: results/runs/MODEL/VARIANT/DATASET/seedN")
+    p.add_argument("--root", help="instead of listing them: every run directory under this root")
+    p.add_argument("--out", required=True, help="where to write the CSV, e.g. results/runs.csv")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        if bool(args.root) == bool(args.run_dirs):
+            raise AggregateError("give either run directories or --root, not both or neither")
+        table = collect_runs(args.root if args.root else args.run_dirs)
+        if table.empty:
+            raise AggregateError(f"no run directories under {args.root}")
+    except AggregateError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    table.to_csv(tmp, index=False)
+    tmp.replace(out)
+    print(f"wrote {out}: {len(table)} rows from {table['run_dir'].nunique()} runs")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
