@@ -64,3 +64,42 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     assert any(ch in result.stdout for ch in "₁₂") and "blocks run, of 2" in result.stdout
     result = run("sample", "--run", str(tmp_path / "run"), "--max-new-tokens", "500")
     assert result.returncode == 2 and "max_seq_len" in result.stderr
+
+
+def test_prepare_then_auto_resume_of_a_killed_job(tmp_path):
+    """The workflow's path: `prepare`, then `train --auto-resume` with inline JSON. A job killed after its
+    first checkpoint resumes from it; a changed config starts afresh instead of resuming a different run."""
+    from sparsedepth.train import TrainConfig, train
+
+    data = tmp_path / "data"
+    result = run("prepare", "--dataset", "shakespeare", "--out", str(data / "shakespeare-v512"),
+                 "--vocab-size", "512")
+    assert result.returncode == 0 and (data / "shakespeare-v512" / "meta.json").exists(), result.stderr
+    fields = {"data_dir": str(data), "vocab_size": 512, "steps": 6, "batch_size": 2, "seq_len": 16,
+              "checkpoint_every": 3, "eval_every": 6, "eval_batches": 1, "log_every": 3,
+              "model": {"d_model": 16, "n_layers": 2, "n_heads": 2, "max_seq_len": 16}}
+    out = tmp_path / "run"
+    train(TrainConfig.from_dict(fields), out, stop_after=3, progress=False)  # the "killed" job
+    result = run("train", "--out", str(out), "--config", json.dumps(fields), "--auto-resume", "--quiet")
+    assert result.returncode == 0, result.stderr
+    steps = [json.loads(line).get("step") for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert steps == sorted(steps) and steps.count(3) == 1  # resumed: step 3 logged once, not re-run
+
+    full = tmp_path / "full"
+    train(TrainConfig.from_dict(fields), full, progress=False)
+    assert json.loads((out / "summary.json").read_text())["val_loss"] == \
+        json.loads((full / "summary.json").read_text())["val_loss"]
+
+    changed = {**fields, "lr": 1e-3}
+    train(TrainConfig.from_dict(fields), out, stop_after=3, progress=False)
+    result = run("train", "--out", str(out), "--config", json.dumps(changed), "--auto-resume", "--quiet")
+    assert result.returncode == 0, result.stderr
+    fresh = tmp_path / "fresh"
+    train(TrainConfig.from_dict(changed), fresh, progress=False)
+    assert json.loads((out / "summary.json").read_text())["val_loss"] == \
+        json.loads((fresh / "summary.json").read_text())["val_loss"]  # not a resume of the old config
+
+
+def test_inline_json_config_errors_are_clear(tmp_path):
+    result = run("train", "--out", str(tmp_path / "run"), "--config", '{"steps": ')
+    assert result.returncode == 2 and "invalid inline JSON" in result.stderr
