@@ -1,0 +1,41 @@
+# SparseDepth: the whole study, from corpora to paper/main.pdf. `snakemake --cores all` (see README).
+# Thin by design: the grid logic lives in sparsedepth.grid, the rules in workflow/rules/*.smk.
+import sys
+from pathlib import Path
+
+from snakemake.utils import min_version, validate
+
+min_version("9.0")
+
+sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, even without `pip install -e .`
+from sparsedepth import grid  # noqa: E402
+
+
+# The default grid, unless a study is given with --configfile (which then replaces it instead of being
+# deep-merged into it: a merged grid would silently run the union of both studies' models and variants).
+if not workflow.config_settings.configfiles:
+
+    configfile: "config/config.yaml"
+
+
+
+validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+
+RUNS = grid.run_keys(config)
+for _key in RUNS:  # every run's TrainConfig must resolve before any job starts
+    grid.train_config(config, _key)
+
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/data.smk"
+include: "workflow/rules/train.smk"
+include: "workflow/rules/benchmark.smk"
+include: "workflow/rules/aggregate.smk"
+include: "workflow/rules/figures.smk"
+include: "workflow/rules/paper.smk"
+
+
+rule all:
+    input:
+        final_outputs(),
+    default_target: True

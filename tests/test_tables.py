@@ -1,0 +1,206 @@
+"""Tables and numbers.tex from small synthetic results tables (fabricated inputs, unit tests only).
+
+`synthetic_results()` builds a runs/stats/bench triple in the contract's shape (docs/CONTRACT.md); the figure
+and notebook tests import it too.
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sparsedepth import tables
+from sparsedepth.tables import (
+    NA,
+    NOT_MEASURED,
+    RUN_MACROS,
+    bench_table,
+    escape_latex,
+    format_bench,
+    format_main,
+    format_numbers,
+    macro_name,
+    main_table,
+    numbers,
+)
+
+ARMS = {  # arm: (variant, router, mode, capacity, layers/token, Δ loss)
+    "dense": ("dense", "dense", "causal", 1.0, 4.0, 0.0),
+    "seed": ("seed", "seed", "causal", 0.5, 2.6, 0.04),
+    "seed-frozen": ("seed-frozen", "seed-frozen", "causal", 0.5, 2.1, 0.30),
+    "mod": ("mod", "mod", "causal", 0.5, 3.0, 0.08),
+    "mod[topk]": ("mod", "mod", "topk", 0.5, 3.0, -0.01),
+}
+
+
+def synthetic_results(seeds=(0, 1, 2), datasets=("shakespeare", "wiki_pedia")) -> dict[str, pd.DataFrame]:
+    """Fabricated runs.csv / stats.csv / bench.csv frames with every contract column (for unit tests)."""
+    rng = np.random.default_rng(0)
+    dense_flops = 2.0e6
+    runs = []
+    for dataset in datasets:
+        for seed in seeds:
+            base = 5.0 + 0.05 * rng.standard_normal()
+            for arm, (variant, router, mode, cap, layers, delta) in ARMS.items():
+                loss = base + delta + 0.01 * rng.standard_normal()
+                flops = dense_flops * layers / 4
+                runs.append({
+                    "model": "tiny", "variant": variant, "arm": arm, "router": router, "dataset": dataset,
+                    "seed": seed, "capacity": cap, "mode": mode, "n_layers": 4, "d_model": 64,
+                    "n_params": 250_000, "steps": 300, "batch_size": 16, "seq_len": 128, "val_loss": loss,
+                    "val_ppl": float(np.exp(loss)), "test_loss": loss + 0.02,
+                    "test_ppl": float(np.exp(loss + 0.02)),
+                    "layers_per_token": layers, "flops_per_token": flops,
+                    "dense_flops_per_token": dense_flops,
+                    "counted_flops_per_token": flops * 1.01, "train_flops": 3 * flops * 300 * 16 * 128,
+                    "train_tokens_per_s": 20_000 * 4 / layers,
+                    "causality_violation": 0.3 if mode == "topk" else 0.0,
+                    "batch_leak": 0.0, "run_dir": f"results/runs/tiny/{variant}/{dataset}/seed{seed}",
+                })
+    runs = pd.DataFrame(runs)
+    stats = []
+    for (model, dataset, arm), g in runs[runs["arm"] != "dense"].groupby(["model", "dataset", "arm"]):
+        d = ARMS[arm][5]
+        stats.append({"model": model, "dataset": dataset, "arm": arm, "metric": "val_loss", "n": len(g),
+                      "mean_diff": d, "ci_low": d - 0.01, "ci_high": d + 0.01, "p_t": 0.004,
+                      "p_wilcoxon": 0.25,
+                      "p_holm": 0.02 if abs(d) > 0.02 else 0.4, "d_z": 3.0})
+    stats = pd.DataFrame(stats)
+    bench = []
+    for kind in ("train_step", "prefill", "decode"):
+        for router, impl, cap, layers in (("dense", "gather", 1.0, 4.0), ("seed", "gather", 0.5, 2.6),
+                                          ("seed", "seed-flat", 0.5, 2.6), ("mod", "gather", 0.5, 3.0)):
+            for batch in (1, 8):
+                for seq in (128, 512):
+                    ideal = 4.0 / layers
+                    speed = 1.0 if router == "dense" else ideal * (0.5 if impl == "seed-flat" else 0.8)
+                    ms = 10.0 * batch * seq / 128 / speed
+                    bench.append({
+                        "device": "cpu", "device_name": "Synthetic_CPU x2", "torch": "2.13.0", "threads": 2,
+                        "git_sha": "abc", "kind": kind, "impl": impl, "router": router, "capacity": cap,
+                        "batch": batch, "seq_len": seq, "d_model": 64, "n_layers": 4, "repeats": 10,
+                        "median_ms": ms, "iqr_ms": 0.1 * ms, "tokens_per_s": batch * seq / ms * 1e3,
+                        "peak_activation_mb": 0.5 * batch * seq / 128, "layers_per_token": layers,
+                        "flops_per_token": dense_flops * layers / 4, "dense_flops_per_token": dense_flops,
+                        "speedup": speed, "ideal_speedup": ideal, "efficiency": speed / ideal,
+                    })
+    return {"runs": runs, "stats": stats, "bench": pd.DataFrame(bench)}
+
+
+def write_results(root, frames: dict[str, pd.DataFrame]) -> dict[str, str]:
+    """Write the frames where the workflow puts them; returns the CLI paths."""
+    (root / "bench").mkdir(parents=True, exist_ok=True)
+    paths = {"runs": root / "runs.csv", "stats": root / "stats.csv", "bench": root / "bench" / "bench.csv"}
+    for key, path in paths.items():
+        frames[key].to_csv(path, index=False)
+    return {k: str(v) for k, v in paths.items()}
+
+
+@pytest.fixture(scope="module")
+def results():
+    return synthetic_results()
+
+
+def test_escape_latex_specials():
+    assert escape_latex("seed_frozen 50% a&b #1 $x$ {y} ~^\\") == (
+        r"seed\_frozen 50\% a\&b \#1 \$x\$ \{y\} \textasciitilde{}\textasciicircum{}\textbackslash{}")
+    assert escape_latex("seed-frozen") == "seed-frozen"
+
+
+@pytest.mark.parametrize("parts, name", [
+    (("best arm", "wikitext2"), "BestArmWikitextTwo"),
+    (("tiny", "wiki_pedia"), "TinyWikiPedia"),
+    (("mod[topk]",), "ModTopk"),
+])
+def test_macro_name_is_letters_only(parts, name):
+    assert macro_name(*parts) == name
+
+
+def test_main_table_numbers(results):
+    t = main_table(results["runs"], results["stats"])
+    assert len(t) == 2 * len(ARMS)
+    cell = t[t["dataset"] == "shakespeare"].set_index("arm")
+    assert list(cell.index)[0] == "dense"  # baseline first
+    assert cell.loc["seed", "flops_rel"] == pytest.approx(2.6 / 4)
+    assert cell.loc["seed", "delta"] == pytest.approx(0.04) and cell.loc["seed", "p_holm"] == 0.02
+    assert np.isnan(cell.loc["dense", "delta"])
+    runs = results["runs"]
+    ppl = runs[(runs["dataset"] == "shakespeare") & (runs["arm"] == "mod")]["val_ppl"]
+    assert cell.loc["mod", "val_ppl"] == pytest.approx(ppl.mean())
+    assert cell.loc["mod", "val_ppl_ci"] > 0
+
+
+def test_main_table_without_stats_reports_delta_but_no_p(results):
+    t = main_table(results["runs"], pd.DataFrame())
+    seed = t[(t["dataset"] == "shakespeare") & (t["arm"] == "seed")].iloc[0]
+    assert seed["delta"] == pytest.approx(0.04, abs=0.03) and np.isnan(seed["p_holm"])
+    assert "n/a" in format_main(t)
+
+
+def test_main_table_latex_is_booktabs_and_escaped(results):
+    tex = format_main(main_table(results["runs"], results["stats"]))
+    assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
+    assert "wiki\\_pedia" in tex and "wiki_pedia" not in tex.replace("wiki\\_pedia", "")
+    assert "mod[topk]" in tex and "\\label{tab:main}" in tex
+
+
+def test_bench_table(results):
+    t = bench_table(results["bench"], "prefill")
+    assert set(t["kind"]) == {"prefill"} and t.iloc[0]["router"] == "dense"
+    tex = format_bench(t, results["bench"], "prefill")
+    assert "Synthetic\\_CPU x2" in tex and "\\toprule" in tex and "seed [seed-flat]" in tex
+    assert "GPU: not measured" in tex
+
+
+def test_bench_table_empty_says_not_measured():
+    tex = format_bench(bench_table(pd.DataFrame()), pd.DataFrame())
+    assert "no benchmark rows" in tex and "\\begin{table}" in tex
+
+
+def test_numbers(results):
+    m = numbers(results["runs"], results["stats"], results["bench"])
+    assert all(re.fullmatch(r"[A-Za-z]+", k) for k in m)
+    assert m["NumRuns"] == str(2 * 4 * 3) and m["NumSeeds"] == "3"
+    assert m["BestArmTinyShakespeare"] == "seed" and m["BestArmTinyWikiPedia"] == "seed"  # not mod[topk]
+    assert m["ModGap"].startswith("$+0.0")
+    assert m["CpuTargetRouter"] == "seed" and m["CpuTargetSeqLen"] == "512" and m["CpuTargetBatch"] == "8"
+    assert m["CpuTargetEfficiency"] == "0.80" and m["CpuSeedFlatSpeedup"] == f"{4 / 2.6 * 0.5:.2f}"
+    assert m["GpuTargetEfficiency"] == NOT_MEASURED and m["GpuDeviceName"] == NOT_MEASURED
+    assert m["CpuDeviceName"] == "Synthetic\\_CPU x2"
+    assert m["MaxCausalViolation"] == "$0$" and m["TopkCausalViolation"].startswith("$3.0")
+
+
+def test_numbers_defined_on_empty_results():
+    m = numbers(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    assert set(RUN_MACROS) <= set(m) and m["NumRuns"] == NA and m["CpuTargetSpeedup"] == NOT_MEASURED
+    tex = format_numbers(m)
+    assert all(re.fullmatch(r"\\newcommand\{\\[A-Za-z]+\}\{.*\}", line)
+               for line in tex.splitlines() if not line.startswith("%"))
+
+
+@pytest.mark.parametrize("name", ["main", "bench", "numbers"])
+def test_cli_writes_tex(name, results, tmp_path):
+    paths = write_results(tmp_path / "results", results)
+    out = tmp_path / "tables" / f"{name}.tex"
+    assert tables.main([name, "--runs", paths["runs"], "--stats", paths["stats"], "--bench", paths["bench"],
+                        "--out", str(out)]) == 0
+    assert out.stat().st_size > 200
+
+
+def test_cli_on_missing_inputs_still_writes(tmp_path):
+    for name in ("main", "bench", "numbers"):
+        out = tmp_path / f"{name}.tex"
+        assert tables.main([name, "--runs", str(tmp_path / "none.csv"), "--stats", str(tmp_path / "none.csv"),
+                            "--bench", str(tmp_path / "none.csv"), "--out", str(out)]) == 0
+        assert out.read_text().strip()
+
+
+def test_cli_bad_columns_is_a_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "runs.csv"
+    pd.DataFrame({"model": ["x"]}).to_csv(bad, index=False)
+    assert tables.main(["main", "--runs", str(bad), "--out", str(tmp_path / "t.tex")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "lacks column" in err and err.count("\n") == 1

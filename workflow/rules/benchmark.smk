@@ -1,0 +1,44 @@
+# Speed: every benchmarked router against dense in the same process. Runs on CUDA when the job sees a GPU
+# (`resources: gpu=1`), else on the CPU; the device is named in every row. A benchmark job takes all cores
+# so training jobs never share the CPU with a timing.
+rule benchmark_grid:
+    """The configured model size and grid (`main`: train step, prefill, cached decode) or the seed project's
+    own benchmark (`seed`: 6 layers, d=64, batch 2/8/16 × seq 20–256, its flattened batch beside ours)."""
+    output:
+        "results/bench/{grid}.csv",
+    wildcard_constraints:
+        grid="main|seed_grid",
+    params:
+        args=lambda w: bench_args("seed" if w.grid == "seed_grid" else "main"),
+    threads: workflow.cores
+    resources:
+        gpu=1,
+    log:
+        "results/logs/benchmark/{grid}.log",
+    conda:
+        ENV
+    shell:
+        "python -m sparsedepth.bench {params.args} --out {output} > {log} 2>&1"
+
+
+rule merge_benchmarks:
+    """One tidy benchmark table for tables, figures and the paper."""
+    input:
+        ["results/bench/main.csv"] + (["results/bench/seed_grid.csv"] if BENCH["seed_grid"] else []),
+    output:
+        "results/bench/bench.csv",
+    log:
+        "results/logs/benchmark/merge.log",
+    conda:
+        ENV
+    shell:
+        "python -m sparsedepth.bench merge --out {output} {input} > {log} 2>&1"
+
+
+rule benchmark:
+    """`snakemake benchmark`: just the speed tables and figure (no training)."""
+    input:
+        "results/bench/bench.csv",
+        "results/tables/bench.tex",
+        "results/tables/bench_seed.tex",
+        "results/figures/speed.pdf",

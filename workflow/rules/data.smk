@@ -1,0 +1,17 @@
+rule prepare_data:
+    """Clean and split a corpus, train its BPE on the train split, cache the tokens."""
+    output:
+        meta=f"{config['data_dir']}/{{dataset}}-v{config['vocab_size']}/meta.json",
+    params:
+        out=lambda w, output: os.path.dirname(output.meta),
+        data_path=lambda w: (
+            f"--data-path {config['data_paths'][w.dataset]}" if w.dataset in config["data_paths"] else ""
+        ),
+        vocab=config["vocab_size"],
+    log:
+        "results/logs/prepare_data/{dataset}.log",
+    conda:
+        ENV
+    shell:
+        "python -m sparsedepth prepare --dataset {wildcards.dataset} --out {params.out} "
+        "--vocab-size {params.vocab} {params.data_path} > {log} 2>&1"
