@@ -62,12 +62,20 @@ class Router(nn.Module):
     default_route_every: ClassVar[int] = 2
     learned: ClassVar[bool] = True
 
-    def __init__(self, cfg: ModelConfig, capacity: float, routed_layers: Sequence[int]):
+    def __init__(self, cfg: ModelConfig, capacity: float, routed_layers: Sequence[int],
+                 gating: str = "deterministic", temperature: float = 1.0, curriculum: float = 0.0):
         super().__init__()
         if not (0.0 < capacity <= 1.0):
             raise ConfigError(f"capacity must be in (0, 1], got {capacity}")
+        if gating not in ("deterministic", "probabilistic"):
+            raise ConfigError(f"gating must be 'deterministic' or 'probabilistic', got {gating!r}")
+        if temperature <= 0:
+            raise ConfigError(f"temperature must be > 0, got {temperature}")
+        if not (0.0 <= curriculum <= 1.0):
+            raise ConfigError(f"curriculum (fraction of training) must be in [0, 1], got {curriculum}")
         self.cfg = cfg
         self.capacity = float(capacity)
+        self.gating, self.temperature, self.curriculum = gating, float(temperature), float(curriculum)
         self.routed_layers = list(routed_layers)
         self.slot = {layer: i for i, layer in enumerate(self.routed_layers)}
         self._aux: list[Tensor] = []
@@ -85,6 +93,30 @@ class Router(nn.Module):
         """Training progress in [0, 1], set by the training loop before each step (for schedules such as
         a capacity curriculum). Derived from the step, so resuming restores it exactly."""
         self.progress = fraction
+
+    @property
+    def effective_capacity(self) -> float:
+        """The capacity in force now: with a curriculum it falls linearly from 1.0 to the target over the
+        first `curriculum` fraction of training (the seed's future-work idea), then stays at the target."""
+        if self.curriculum <= 0 or self.progress >= self.curriculum:
+            return self.capacity
+        return 1.0 - (1.0 - self.capacity) * self.progress / self.curriculum
+
+    def hard_gate(self, margin: Tensor) -> Tensor:
+        """Run (True) or skip, from a logit-like margin where 0 is the decision boundary. Deterministic:
+        margin > 0. Probabilistic gating (training only): a Bernoulli draw with probability
+        sigmoid(margin / temperature), so exploration is proportional to the router's uncertainty."""
+        if self.training and self.gating == "probabilistic":
+            return torch.rand_like(margin) < torch.sigmoid(margin / self.temperature)
+        return margin > 0
+
+    def ranking_scores(self, logit: Tensor) -> Tensor:
+        """Scores a top-k router ranks by: the logits, plus Gumbel noise × temperature under probabilistic
+        gating in training (sampling k tokens without replacement, so the capacity stays exact)."""
+        if self.training and self.gating == "probabilistic":
+            uniform = torch.rand_like(logit).clamp(1e-9, 1 - 1e-9)
+            return logit - self.temperature * torch.log(-torch.log(uniform))
+        return logit
 
     def add_aux(self, loss: Tensor) -> None:
         self._aux.append(loss)

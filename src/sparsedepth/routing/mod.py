@@ -21,8 +21,8 @@ class MoDRouter(Router):
     causal_in_training = False
 
     def __init__(self, cfg, capacity, routed_layers, causal: str = "aux", inference: str = "causal",
-                 aux_weight: float = 0.1):
-        super().__init__(cfg, capacity, routed_layers)
+                 aux_weight: float = 0.1, **gating):
+        super().__init__(cfg, capacity, routed_layers, **gating)
         if causal not in ("aux", "predictor"):
             raise ConfigError(f"mod causal rule must be 'aux' or 'predictor', got {causal!r}")
         self.causal = causal
@@ -50,7 +50,8 @@ class MoDRouter(Router):
         logit = self.proj[slot](h).squeeze(-1)
         gate = torch.sigmoid(logit)
         if self.training or self.inference == "topk":
-            index = topk_index(logit, capacity_count(self.capacity, h.shape[1]))
+            capacity = self.effective_capacity if self.training else self.capacity
+            index = topk_index(self.ranking_scores(logit), capacity_count(capacity, h.shape[1]))
             mask = mask_from_index(index, h.shape[1])
             if self.training:
                 predicted = self.causal_logit(h, slot, logit)

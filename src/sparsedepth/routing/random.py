@@ -17,8 +17,8 @@ class RandomRouter(Router):
     name = "random"
     learned = False
 
-    def __init__(self, cfg, capacity, routed_layers, table_seed: int = 1234):
-        super().__init__(cfg, capacity, routed_layers)
+    def __init__(self, cfg, capacity, routed_layers, table_seed: int = 1234, curriculum: float = 0.0):
+        super().__init__(cfg, capacity, routed_layers, curriculum=curriculum)
         g = torch.Generator().manual_seed(table_seed)
         table = torch.rand(cfg.n_layers, cfg.max_seq_len, generator=g)
         self.register_buffer("table", table, persistent=False)
@@ -28,7 +28,7 @@ class RandomRouter(Router):
         ones = torch.ones(batch, length, dtype=h.dtype, device=h.device)
         if self.training:
             scores = torch.rand(batch, length, device=h.device)
-            index = topk_index(scores, capacity_count(self.capacity, length))
+            index = topk_index(scores, capacity_count(self.effective_capacity, length))
             return Decision(mask=mask_from_index(index, length), gate=ones, index=index)
         mask = (self.table[layer, self.positions] < self.capacity).expand(batch, length)
         return Decision(mask=mask, gate=ones)

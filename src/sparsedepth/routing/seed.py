@@ -17,25 +17,29 @@ class SeedRouter(Router):
     name = "seed"
     default_route_every = 1
 
-    def __init__(self, cfg, capacity, routed_layers, budget_weight: float = 1.0):
-        super().__init__(cfg, capacity, routed_layers)
+    def __init__(self, cfg, capacity, routed_layers, budget_weight: float = 1.0, **gating):
+        super().__init__(cfg, capacity, routed_layers, **gating)
         self.probe = nn.Linear(cfg.d_model, 1)
         self.budget_weight = budget_weight
         self.score: Tensor | None = None
 
     def begin(self, h0: Tensor, positions: Tensor) -> None:
         super().begin(h0, positions)
-        self.score = torch.sigmoid(self.probe(h0).squeeze(-1))  # [B, T]
+        self.logit = self.probe(h0).squeeze(-1)  # [B, T]
+        self.score = torch.sigmoid(self.logit)
         if self.training and self.budget_weight > 0:
             layers = torch.tensor(self.routed_layers, dtype=h0.dtype, device=h0.device)
             thresholds = layers / self.cfg.n_layers
             runs = (self.score.unsqueeze(-1) > thresholds).float().mean(-1)  # fraction of routed layers run
             used = straight_through(runs, self.score)
-            self.add_aux(self.budget_weight * (used.mean() - self.capacity) ** 2)
+            self.add_aux(self.budget_weight * (used.mean() - self.effective_capacity) ** 2)
 
     def decide(self, h: Tensor, layer: int) -> Decision:
-        mask = self.score > layer / self.cfg.n_layers
-        return Decision(mask=mask, gate=straight_through(mask, self.score))
+        """s > i/L in logit space (logit s − logit(i/L) > 0), so probabilistic gating can sample it."""
+        margin = self.logit - torch.logit(self.logit.new_tensor(layer / self.cfg.n_layers))
+        mask = self.hard_gate(margin)
+        soft = torch.sigmoid(margin / self.temperature) if self.gating == "probabilistic" else self.score
+        return Decision(mask=mask, gate=straight_through(mask, soft))
 
 
 class FrozenSeedRouter(SeedRouter):

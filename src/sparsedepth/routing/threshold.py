@@ -16,16 +16,16 @@ from .base import Decision, Router, straight_through
 class ThresholdRouter(Router):
     name = "threshold"
 
-    def __init__(self, cfg, capacity, routed_layers, budget_weight: float = 1.0):
-        super().__init__(cfg, capacity, routed_layers)
+    def __init__(self, cfg, capacity, routed_layers, budget_weight: float = 1.0, **gating):
+        super().__init__(cfg, capacity, routed_layers, **gating)
         self.gates = nn.ModuleList(nn.Linear(cfg.d_model, 1) for _ in self.routed_layers)
         self.budget_weight = budget_weight
 
     def decide(self, h: Tensor, layer: int) -> Decision:
-        prob = torch.sigmoid(self.gates[self.slot[layer]](h).squeeze(-1))
-        mask = prob > 0.5
-        gate = straight_through(mask, prob)
+        logit = self.gates[self.slot[layer]](h).squeeze(-1)
+        mask = self.hard_gate(logit)
+        gate = straight_through(mask, torch.sigmoid(logit / self.temperature))
         if self.training and self.budget_weight > 0:
             used = gate.mean()  # value: fraction run; gradient: through the probabilities
-            self.add_aux(self.budget_weight * (used - self.capacity) ** 2 / len(self.routed_layers))
+            self.add_aux(self.budget_weight * (used - self.effective_capacity) ** 2 / len(self.routed_layers))
         return Decision(mask=mask, gate=gate)

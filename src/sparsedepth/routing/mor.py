@@ -1,0 +1,79 @@
+"""Nested routing in the style of Mixture-of-Recursions (Bae et al. 2025).
+
+Depth is a sequence of routed blocks; the tokens kept at depth d+1 are a subset of those kept at depth d,
+each depth re-scoring the survivors with its own linear router. Capacity falls with depth by a schedule
+(linear from 1 to the target by default, or an explicit list). Training keeps the top-k survivors per
+sequence (exact capacity, like MoD, not causal); an auxiliary BCE teaches each router's logit to predict
+membership, so inference decides causally — logit > 0 *and* kept at the previous depth. `inference="topk"`
+reports the non-causal upper bound, as for MoD.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..config import ConfigError
+from .base import Decision, Router, capacity_count, mask_from_index, topk_index
+
+
+class MoRRouter(Router):
+    name = "mor"
+    causal_in_training = False
+    default_route_every = 1
+
+    def __init__(self, cfg, capacity, routed_layers, capacities: list[float] | None = None,
+                 inference: str = "causal", aux_weight: float = 0.1, **gating):
+        super().__init__(cfg, capacity, routed_layers, **gating)
+        n = len(self.routed_layers)
+        if capacities is not None and (len(capacities) != n or not all(0 < c <= 1 for c in capacities)
+                                       or list(capacities) != sorted(capacities, reverse=True)):
+            raise ConfigError(f"mor capacities must be {n} non-increasing values in (0, 1], got {capacities}")
+        self.schedule = capacities
+        self.set_inference(inference)
+        self.aux_weight = aux_weight
+        self.proj = nn.ModuleList(nn.Linear(cfg.d_model, 1) for _ in self.routed_layers)
+        self.kept: Tensor | None = None
+
+    def set_inference(self, mode: str) -> None:
+        if mode not in ("causal", "topk"):
+            raise ConfigError(f"mor inference mode must be 'causal' or 'topk', got {mode!r}")
+        self.inference = mode
+
+    def depth_capacity(self, depth: int) -> float:
+        """Fraction of the sequence kept at routed depth `depth` (0-based; -1 = everything). A capacity
+        curriculum moves every depth from 1.0 towards its scheduled value together."""
+        if depth < 0:
+            return 1.0
+        n = len(self.routed_layers)
+        target = self.schedule[depth] if self.schedule is not None else \
+            1.0 - (1.0 - self.capacity) * (depth + 1) / n
+        if self.capacity >= 1.0:
+            return target
+        return 1.0 - (1.0 - target) * (1.0 - self.effective_capacity) / (1.0 - self.capacity)
+
+    def begin(self, h0: Tensor, positions: Tensor) -> None:
+        super().begin(h0, positions)
+        self.kept = None  # depth 0: every token is eligible
+
+    def decide(self, h: Tensor, layer: int) -> Decision:
+        depth = self.slot[layer]
+        logit = self.proj[depth](h).squeeze(-1)
+        gate = torch.sigmoid(logit)
+        eligible = torch.ones_like(logit, dtype=torch.bool) if self.kept is None else self.kept
+        if self.training or self.inference == "topk":
+            length = h.shape[1]
+            k = min(capacity_count(self.depth_capacity(depth), length),
+                    capacity_count(self.depth_capacity(depth - 1), length))
+            scores = self.ranking_scores(logit).masked_fill(~eligible, float("-inf"))
+            index = topk_index(scores, k)  # k ≤ survivors of the previous depth, so nesting holds
+            mask = mask_from_index(index, h.shape[1])
+            if self.training:
+                bce = F.binary_cross_entropy_with_logits(logit, mask.float(), reduction="none")
+                self.add_aux(self.aux_weight * (bce * eligible).sum() / eligible.sum().clamp(min=1))
+            self.kept = mask
+            return Decision(mask=mask, gate=gate, index=index)
+        mask = eligible & (logit > 0)
+        self.kept = mask
+        return Decision(mask=mask, gate=gate)
