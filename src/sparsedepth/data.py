@@ -25,11 +25,23 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-import datasets
 import numpy as np
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from torch import Tensor
+
+
+class _Lazy:
+    """`datasets` imported on first use: training and evaluation read prepared token files and never need
+    it, and importing it costs each of the workflow's hundreds of short jobs about a second."""
+
+    def __getattr__(self, name: str) -> Any:
+        import datasets as module
+
+        return getattr(module, name)
+
+
+datasets = _Lazy()
 
 SPLITS: tuple[str, ...] = ("train", "validation", "test")
 EOT = "<|endoftext|>"
