@@ -1,130 +1,261 @@
-"""Router-specific promises beyond the shared suite (which parametrises over every router): MoR's nesting,
-LayerDrop's fixed inference depth, the capacity curriculum and probabilistic gating."""
+"""MoR (nested), LayerDrop (stochastic depth) and the shared router options: probabilistic gating and the
+capacity curriculum. Causality, batch independence, hard skipping = masked reference, analytic = counted
+FLOPs and cached decoding are checked for every registered router in test_model.py / test_generate.py."""
+
+import math
 
 import pytest
 import torch
 from conftest import make, tokens
 
-from sparsedepth import ConfigError
+from sparsedepth import ConfigError, ModelConfig
 from sparsedepth.evaluate import causality_violation
+from sparsedepth.flops import counted_flops, dense_forward_flops, output_flops
+from sparsedepth.routing.base import capacity_count
+from sparsedepth.routing.layerdrop import drop_probabilities
+from sparsedepth.routing.mor import geometric_schedule
+from sparsedepth.train import TrainConfig, make_model
 
 TOL = 1e-5
 
 
-@pytest.mark.parametrize("mode", ["train", "topk", "causal"])
-def test_mor_keeps_a_nested_subset_at_each_depth(mode, tiny_cfg):
-    model = make("mor", tiny_cfg, capacity=0.25).train(mode == "train")
-    if mode != "train":
-        model.router.set_inference(mode)
-        with torch.no_grad():  # a spread of logits so the causal rule keeps some tokens and drops others
-            for proj in model.router.proj:
-                proj.bias.fill_(0.5)
-    idx = tokens(tiny_cfg, batch=3)
-    routing = model(idx, idx).routing
-    routed = sorted(model.routed)
-    for shallow, deep in zip(routed, routed[1:], strict=False):
-        assert not (routing[..., deep] & ~routing[..., shallow]).any()  # deep ⊆ shallow
-    counts = routing[..., routed].sum(1).float().mean(0)
-    assert (counts[1:] <= counts[:-1]).all()
-    if mode != "causal":  # top-k keeps the scheduled count exactly: linear 1 → 0.25 over 4 depths
-        expected = [torch.tensor(c * 48).ceil() for c in (0.8125, 0.625, 0.4375, 0.25)]
-        assert counts.tolist() == [e.item() for e in expected]
+def routed_ran(model, out) -> torch.Tensor:
+    """[B, T, n] which routed blocks each token ran, in depth order."""
+    return out.routing[..., model.router.routed_layers]
 
 
-def test_mor_topk_inference_is_not_causal_but_its_causal_rule_is(tiny_cfg):
-    model = make("mor", tiny_cfg, capacity=0.25).eval()
-    idx = tokens(tiny_cfg, batch=2)
-    model.router.set_inference("topk")
-    assert causality_violation(model, idx, 10) > TOL
-    model.router.set_inference("causal")
-    assert causality_violation(model, idx, 10) < TOL
+def assert_nested(ran: torch.Tensor) -> None:
+    deeper, shallower = ran[..., 1:], ran[..., :-1]
+    assert not torch.any(deeper & ~shallower), "a token ran depth d+1 without running depth d"
 
 
-def test_mor_rejects_a_bad_schedule(tiny_cfg):
-    with pytest.raises(ConfigError, match="non-increasing"):
-        make("mor", tiny_cfg, capacity=0.25, capacities=[0.5, 0.9, 0.3, 0.25])
+# --- mor ------------------------------------------------------------------------------------------------
+
+def test_mor_geometric_schedule_has_the_capacity_as_its_mean():
+    for capacity, n in ((0.5, 4), (0.125, 6), (1.0, 3)):
+        schedule = geometric_schedule(capacity, n)
+        assert sum(schedule) / n == pytest.approx(capacity, abs=1e-9)
+        assert schedule == sorted(schedule, reverse=True) and schedule[0] <= 1.0
 
 
-def test_layerdrop_inference_is_a_fixed_pruning_matching_training_depth(tiny_cfg):
-    model = make("layerdrop", tiny_cfg, capacity=0.5)
-    probs = [model.router.drop_probability(layer) for layer in model.router.routed_layers]
-    assert probs == sorted(probs) and abs(1 - sum(probs) / len(probs) - 0.5) < 1e-9  # rising; keep = 0.5
-    model.eval()
-    a, b = model(tokens(tiny_cfg, seed=1)), model(tokens(tiny_cfg, seed=2))
-    assert torch.equal(a.routing, b.routing)  # deterministic, input-independent
-    kept = [p < 0.5 for p in probs]
-    assert a.routing[0, 0].tolist() == kept
-    model.train()
-    torch.manual_seed(0)
-    fraction = model(tokens(tiny_cfg, batch=8)).layers_per_token.mean().item() / tiny_cfg.n_layers
-    assert abs(fraction - 0.5) < 0.05
+@pytest.mark.parametrize("gating", ["deterministic", "probabilistic"])
+def test_mor_training_keeps_exact_nested_counts(gating, tiny_cfg):
+    model = make("mor", tiny_cfg, capacity=0.3, gating=gating).train()
+    out = model(tokens(tiny_cfg))
+    ran = routed_ran(model, out)
+    assert_nested(ran)
+    expected = [capacity_count(c, 48) for c in model.router.schedule]
+    assert torch.all(ran.sum(1) == torch.tensor(expected)), (ran.sum(1), expected)
 
 
-@pytest.mark.parametrize("router", ["mod", "seed", "threshold", "mor", "random", "layerdrop"])
-def test_curriculum_falls_from_full_capacity_to_the_target(router, tiny_cfg):
-    model = make(router, tiny_cfg, capacity=0.25, curriculum=0.5).train()
-    model.router.set_progress(0.0)
-    assert model.router.effective_capacity == 1.0
-    model.router.set_progress(0.25)
-    assert model.router.effective_capacity == pytest.approx(0.625)
-    for progress in (0.5, 0.9):
-        model.router.set_progress(progress)
-        assert model.router.effective_capacity == 0.25
+@pytest.mark.parametrize("inference", ["causal", "topk"])
+def test_mor_inference_stays_nested(inference, tiny_cfg):
+    model = make("mor", tiny_cfg, capacity=0.5).eval()
+    model.router.set_inference(inference)
+    out = model(tokens(tiny_cfg))
+    ran = routed_ran(model, out)
+    assert_nested(ran)
+    assert ran[..., -1].any() and not ran[..., 0].all()  # not vacuous: some go deep, some stop early
 
 
-def test_curriculum_reaches_the_target_layers_per_token(tiny_cfg):
-    model = make("mod", tiny_cfg, capacity=0.25, curriculum=0.5).train()
+def test_mor_causal_rule_is_the_thresholded_router_within_the_survivors(tiny_cfg):
+    """Eval keeps a token at depth d iff sigmoid(router_d) > 0.5 and it was kept at depth d-1; top-k
+    mode is not causal (like MoD), the causal mode is."""
+    model = make("mor", tiny_cfg, capacity=0.5).eval()
     idx = tokens(tiny_cfg)
-    model.router.set_progress(0.0)
-    assert model(idx, idx).layers_per_token.mean().item() == tiny_cfg.n_layers  # every token, every block
-    model.router.set_progress(1.0)
-    assert model(idx, idx).layers_per_token.mean().item() == 2 + 2 * 12 / 48  # 2 dense + 25 % of 2 routed
+    router, seen = model.router, []
+    decide = router.decide
+    router.decide = lambda h, layer: seen.append((h, layer)) or decide(h, layer)
+    ran = routed_ran(model, model(idx))
+    del router.decide
+    kept = torch.ones(ran.shape[:2], dtype=torch.bool)
+    for depth, (h, layer) in enumerate(seen):
+        kept = kept & (torch.sigmoid(router.proj[depth](h).squeeze(-1)) > 0.5)
+        assert torch.equal(ran[..., depth], kept), layer
+    assert causality_violation(model, idx, 10) < TOL
+    router.set_inference("topk")
+    assert causality_violation(model, idx, 10) > TOL
+
+
+def test_mor_explicit_capacities_and_bad_lists(tiny_cfg):
+    model = make("mor", tiny_cfg, capacities=[1.0, 0.5, 0.5, 0.25]).train()
+    counts = routed_ran(model, model(tokens(tiny_cfg))).sum(1)
+    assert torch.all(counts == torch.tensor([48, 24, 24, 12]))
+    for bad in ([0.5, 0.6, 0.4, 0.2], [0.5, 0.25], [1.0, 0.5, 0.0, 0.0]):
+        with pytest.raises(ConfigError, match="mor capacities"):
+            make("mor", tiny_cfg, capacities=bad)
+
+
+def test_mor_every_depth_router_gets_gradient_from_the_loss_and_the_bce(tiny_cfg):
+    model = make("mor", tiny_cfg).train()
+    idx = tokens(tiny_cfg)
+    out = model(idx, idx)
+    out.loss.backward(retain_graph=True)  # through the router-weighted block outputs
+    assert all(proj.weight.grad.abs().sum() > 0 for proj in model.router.proj)
+    model.zero_grad()
+    out.aux_loss.backward()  # the BCE alone, which teaches the causal inference rule
+    assert all(proj.weight.grad.abs().sum() > 0 for proj in model.router.proj)
+
+
+# --- layerdrop -----------------------------------------------------------------------------------------
+
+def test_layerdrop_profile_is_linear_in_depth_with_mean_one_minus_capacity():
+    p = drop_probabilities(0.5, 4)
+    assert p == pytest.approx([0.2, 0.4, 0.6, 0.8])
+    for capacity, n in ((0.125, 6), (0.3, 4), (0.9, 12)):
+        p = drop_probabilities(capacity, n)
+        assert sum(p) / n == pytest.approx(1 - capacity, abs=1e-9)
+        assert all(0 <= a <= b <= 1 for a, b in zip(p, p[1:], strict=False))
+    assert drop_probabilities(1.0, 4) == [0.0] * 4
+
+
+def test_layerdrop_training_drops_single_tokens_at_the_scheduled_rates(tiny_cfg):
+    model = make("layerdrop", tiny_cfg, capacity=0.5).train()
+    torch.manual_seed(0)
+    ran = routed_ran(model, model(tokens(tiny_cfg, batch=32, length=64))).float()  # [B, T, n]
+    torch.testing.assert_close(1 - ran.mean((0, 1)), torch.tensor([0.2, 0.4, 0.6, 0.8]), atol=0.03, rtol=0)
+    assert not torch.all(ran == ran[:, :1]), "drops are per token, not per sample"
+    assert ran.mean().item() == pytest.approx(0.5, abs=0.02)  # expected depth = capacity
+
+
+@pytest.mark.parametrize("capacity", [0.125, 0.5, 0.75])
+def test_layerdrop_inference_is_a_fixed_skip_at_the_training_depth(capacity, tiny_cfg):
+    cfg = ModelConfig(vocab_size=97, d_model=32, n_layers=8, n_heads=4, max_seq_len=64)
+    model = make("layerdrop", cfg, capacity=capacity).eval()
+    a, b = model(tokens(cfg, seed=1)), model(tokens(cfg, seed=2))
+    assert torch.equal(a.routing, b.routing)  # deterministic, whatever the input
+    assert torch.all(a.routing == a.routing[:1, :1])  # the same blocks for every token
+    n = len(model.router.routed_layers)
+    kept = routed_ran(model, a)[0, 0]
+    assert kept.sum().item() == math.floor(capacity * n + 0.5)  # expected training depth, rounded
+    assert torch.equal(kept, kept.sort(descending=True).values)  # the shallowest blocks: least dropped
+    p = drop_probabilities(capacity, n)
+    if capacity == 0.5:  # unsaturated profile: the rule is exactly "skip blocks with p ≥ 0.5"
+        assert kept.tolist() == [q < 0.5 for q in p]
+
+
+# --- hard skipping at low capacity -----------------------------------------------------------------------
+
+@pytest.mark.parametrize("router,inference,bound", [("mor", "topk", 0.3), ("mor", "causal", 1.0),
+                                                   ("layerdrop", None, 0.3)])
+def test_new_routers_cut_counted_flops_at_capacity_0125(router, inference, bound):
+    cfg = ModelConfig(vocab_size=97, d_model=64, n_layers=6, n_heads=4, max_seq_len=128)
+    idx = tokens(cfg, batch=1, length=128)
+    model = make(router, cfg, capacity=0.125).eval()
+    if inference:
+        model.router.set_inference(inference)
+    counted = counted_flops(lambda: model(idx))
+    assert counted == pytest.approx(output_flops(model, model(idx), 128), rel=1e-9)
+    assert counted < bound * dense_forward_flops(cfg, 1, 128)
+
+
+# --- probabilistic gating ------------------------------------------------------------------------------
+
+def _spread(linear: torch.nn.Linear) -> None:
+    """Router weights large enough that probabilities cover (0, 1), so the sampling check has teeth."""
+    torch.nn.init.normal_(linear.weight, std=0.4)
 
 
 @pytest.mark.parametrize("router", ["seed", "threshold"])
-def test_probabilistic_gating_runs_the_expected_capacity(router, tiny_cfg):
-    """Sampled gates match the router's probabilities on average (so the budget it is trained to is what
-    runs), and the gradient still reaches the router; inference stays deterministic."""
-    model = make(router, tiny_cfg, gating="probabilistic", temperature=0.5).train()
-    idx = tokens(tiny_cfg, batch=64)
+def test_probabilistic_gates_sample_at_the_router_probability(router, tiny_cfg):
+    model = make(router, tiny_cfg, gating="probabilistic", temperature=2.0)
+    r = model.router
+    _spread(r.probe if router == "seed" else r.gates[1])
+    h = torch.randn(64, 64, tiny_cfg.d_model)
+    layer = r.routed_layers[1]
+    r.train().begin(h, torch.arange(64))
+    if router == "seed":
+        margin = r.logit - torch.logit(torch.tensor(layer / tiny_cfg.n_layers))
+    else:
+        margin = r.gates[1](h).squeeze(-1)
+    prob = torch.sigmoid(margin / 2.0).detach()
     torch.manual_seed(0)
-    out = model(idx, idx)
-    h = model.wte(idx)
-    model.router.begin(h, torch.arange(idx.shape[1]))
-    layer = model.router.routed_layers[-1]
-    logit = model.router.logit - torch.logit(torch.tensor(layer / tiny_cfg.n_layers)) if router == "seed" \
-        else model.router.gates[model.router.slot[layer]](h).squeeze(-1)
-    expected = torch.sigmoid(logit / 0.5).mean().item()
-    torch.manual_seed(1)
-    draws = [model.router.decide(h, layer).mask.float().mean() for _ in range(50)]
-    sampled = torch.stack(draws).mean().item()
-    assert abs(sampled - expected) < 0.02
-    (out.loss + out.aux_loss).backward()
-    assert all(p.grad is not None for p in model.router.parameters())
-    model.eval()
-    assert torch.equal(model(idx).routing, model(idx).routing)
+    mask = r.decide(h, layer).mask.float()
+    for part in (prob < 0.5, prob >= 0.5):  # calibrated on both sides of the boundary, not only on average
+        assert part.sum() > 500
+        assert mask[part].mean().item() == pytest.approx(prob[part].mean().item(), abs=0.03)
+    assert 0.05 < (mask != (margin > 0).float()).float().mean() < 0.5  # it does explore
+    r.eval().begin(h, torch.arange(64))
+    assert torch.equal(r.decide(h, layer).mask, margin > 0)  # eval: deterministic
 
 
 @pytest.mark.parametrize("router", ["mod", "mor"])
-def test_probabilistic_top_k_keeps_the_exact_count(router, tiny_cfg):
+def test_probabilistic_topk_is_gumbel_sampling_with_exact_capacity(router, tiny_cfg):
     model = make(router, tiny_cfg, capacity=0.25, gating="probabilistic").train()
-    idx = tokens(tiny_cfg, batch=4)
+    idx = tokens(tiny_cfg)
     torch.manual_seed(0)
-    a = model(idx, idx).layer_counts
+    a = model(idx)
     torch.manual_seed(1)
-    b = model(idx, idx).layer_counts
-    assert torch.equal(a, b)  # the same counts …
-    torch.manual_seed(0)
-    r0 = model(idx, idx).routing
-    torch.manual_seed(1)
-    assert not torch.equal(r0, model(idx, idx).routing)  # … of different, sampled tokens
+    b = model(idx)
+    routed = model.router.routed_layers
+    assert torch.equal(a.layer_counts[:, routed], b.layer_counts[:, routed])
+    if router == "mod":
+        assert torch.all(a.layer_counts[:, routed] == capacity_count(0.25, 48))
+    assert not torch.equal(a.routing, b.routing)  # sampled, not argmax
+    model.router.temperature = 1e-6  # vanishing noise: plain top-k
+    reference = make(router, tiny_cfg, capacity=0.25).train()
+    assert torch.equal(model(idx).routing, reference(idx).routing)
 
 
-@pytest.mark.parametrize("options, message", [
-    ({"gating": "maybe"}, "gating"),
-    ({"temperature": 0.0}, "temperature"),
-    ({"curriculum": 2.0}, "curriculum"),
-])
-def test_bad_gating_options_are_clear_errors(options, message, tiny_cfg):
-    with pytest.raises(ConfigError, match=message):
-        make("mod", tiny_cfg, **options)
+# --- curriculum ----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("router", ["seed", "mod", "threshold", "mor", "random", "layerdrop"])
+def test_curriculum_anneals_capacity_from_one_to_target(router, tiny_cfg):
+    r = make(router, tiny_cfg, capacity=0.25, curriculum=0.4).router.train()
+    for progress, expected in ((0.0, 1.0), (0.2, 0.625), (0.4, 0.25), (0.9, 0.25)):
+        r.set_progress(progress)
+        assert r.effective_capacity == pytest.approx(expected)
+    r.set_progress(0.0)
+    assert r.eval().effective_capacity == 0.25  # evaluation always measures the target
+
+
+@pytest.mark.parametrize("router", ["mod", "mor", "random", "layerdrop"])
+def test_curriculum_moves_the_layers_run_per_token(router, tiny_cfg):
+    model = make(router, tiny_cfg, capacity=0.25, curriculum=0.5).train()
+    idx = tokens(tiny_cfg, batch=8)
+    routed = model.router.routed_layers
+    model.router.set_progress(0.0)
+    assert torch.all(model(idx).layers_per_token == tiny_cfg.n_layers)
+    model.router.set_progress(1.0)
+    fraction = model(idx).routing[..., routed].float().mean().item()
+    assert fraction == pytest.approx(0.25, abs=0.03)
+
+
+@pytest.mark.parametrize("router", ["seed", "threshold"])
+def test_curriculum_moves_the_budget_target(router, tiny_cfg):
+    """Budget routers chase the effective capacity: their penalty is (fraction run − target)²."""
+    model = make(router, tiny_cfg, capacity=0.25, curriculum=0.5).train()
+    idx = tokens(tiny_cfg)
+    routed = model.router.routed_layers
+    for progress, target in ((0.0, 1.0), (1.0, 0.25)):
+        model.router.set_progress(progress)
+        out = model(idx)
+        ran = out.routing[..., routed].float()
+        if router == "seed":
+            expected = (ran.mean() - target) ** 2
+        else:
+            expected = ((ran.mean((0, 1)) - target) ** 2).mean()
+        assert out.aux_loss.item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+# --- options plumbing ----------------------------------------------------------------------------------
+
+def test_router_options_reach_the_router_through_the_train_config(tiny_cfg):
+    options = {"gating": "probabilistic", "temperature": 0.5, "curriculum": 0.3}
+    for router in ("seed", "mod", "threshold", "mor"):
+        cfg = TrainConfig.from_dict({"router": router, "capacity": 0.5, "router_options": options})
+        r = make_model(cfg, 97).router
+        assert (r.gating, r.temperature, r.curriculum) == ("probabilistic", 0.5, 0.3)
+    cfg = TrainConfig.from_dict({"router": "layerdrop", "router_options": {"curriculum": 0.3}})
+    assert make_model(cfg, 97).router.curriculum == 0.3
+
+
+@pytest.mark.parametrize("options,match", [({"gating": "sometimes"}, "gating"),
+                                           ({"temperature": 0.0}, "temperature"),
+                                           ({"curriculum": 1.5}, "curriculum")])
+def test_bad_router_options_are_rejected(options, match, tiny_cfg):
+    with pytest.raises(ConfigError, match=match):
+        make("threshold", tiny_cfg, **options)
+    cfg = TrainConfig.from_dict({"router": "layerdrop", "router_options": {"gating": "probabilistic"}})
+    with pytest.raises(ConfigError, match="router_options"):
+        make_model(cfg, 97)

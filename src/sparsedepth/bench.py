@@ -322,10 +322,13 @@ def run_grid(bench: BenchConfig, progress: Callable[[str], None] = print) -> tup
     cfg = ModelConfig(vocab_size=VOCAB, d_model=bench.d_model, n_layers=bench.n_layers, n_heads=bench.n_heads,
                       max_seq_len=longest)
     routers = ["dense", *[r for r in bench.routers if r != "dense"]]
-    points = [(k, b, t) for k in bench.kinds if k != "decode" for b in bench.batch for t in bench.seq]
-    if "decode" in bench.kinds:
-        points += [("decode", b, (p, n)) for b in bench.decode_batch for p in bench.decode_prompt
-                   for n in bench.decode_new]
+    points = []  # in the order of `kinds`, so a time budget skips the kinds listed last
+    for kind in bench.kinds:
+        if kind == "decode":
+            points += [(kind, b, (p, n)) for b in bench.decode_batch for p in bench.decode_prompt
+                       for n in bench.decode_new]
+        else:
+            points += [(kind, b, t) for b in bench.batch for t in bench.seq]
     rows, skipped, start = [], [], time.perf_counter()
     for kind, batch, size in points:
         label = f"{kind} batch={batch} {'seq' if kind != 'decode' else 'prompt,new'}={size}"

@@ -50,8 +50,8 @@ class MoDRouter(Router):
         logit = self.proj[slot](h).squeeze(-1)
         gate = torch.sigmoid(logit)
         if self.training or self.inference == "topk":
-            capacity = self.effective_capacity if self.training else self.capacity
-            index = topk_index(self.ranking_scores(logit), capacity_count(capacity, h.shape[1]))
+            k = capacity_count(self.effective_capacity, h.shape[1])
+            index = topk_index(self.ranking_scores(logit), k)
             mask = mask_from_index(index, h.shape[1])
             if self.training:
                 predicted = self.causal_logit(h, slot, logit)

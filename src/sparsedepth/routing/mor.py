@@ -1,11 +1,13 @@
-"""Nested routing in the style of Mixture-of-Recursions (Bae et al. 2025).
+"""Nested routing in the style of Mixture-of-Recursions (Bae et al. 2025, expert-choice variant).
 
-Depth is a sequence of routed blocks; the tokens kept at depth d+1 are a subset of those kept at depth d,
-each depth re-scoring the survivors with its own linear router. Capacity falls with depth by a schedule
-(linear from 1 to the target by default, or an explicit list). Training keeps the top-k survivors per
-sequence (exact capacity, like MoD, not causal); an auxiliary BCE teaches each router's logit to predict
-membership, so inference decides causally — logit > 0 *and* kept at the previous depth. `inference="topk"`
-reports the non-causal upper bound, as for MoD.
+The routed blocks are depths 0..n-1; the tokens kept at depth d+1 are a subset of those kept at depth d,
+each depth re-scoring the survivors with its own linear router. Capacity falls with depth by a schedule:
+geometric, c_d = r^(d+1) with r chosen so the mean over depths equals `capacity` (so MoR at capacity c
+costs what MoD at c costs), or an explicit non-increasing list (`capacities`). Training keeps the top-k
+survivors per sequence (exact capacity, like MoD, not causal); an auxiliary BCE over the eligible tokens
+teaches each router's logit to predict membership, so inference decides causally — logit > 0 *and* kept
+at the previous depth, which keeps the nesting. `inference="topk"` reports the non-causal upper bound.
+Block outputs are scaled by sigmoid(logit), as in MoD, which is what trains the routers.
 """
 
 from __future__ import annotations
@@ -16,6 +18,18 @@ from torch import Tensor, nn
 
 from ..config import ConfigError
 from .base import Decision, Router, capacity_count, mask_from_index, topk_index
+
+
+def geometric_schedule(capacity: float, depths: int, iterations: int = 60) -> list[float]:
+    """r^1..r^n with mean `capacity` (bisection on r: the mean rises monotonically with r)."""
+    low, high = 0.0, 1.0
+    for _ in range(iterations):
+        r = (low + high) / 2
+        if sum(r ** (d + 1) for d in range(depths)) / depths < capacity:
+            low = r
+        else:
+            high = r
+    return [high ** (d + 1) for d in range(depths)]
 
 
 class MoRRouter(Router):
@@ -30,7 +44,8 @@ class MoRRouter(Router):
         if capacities is not None and (len(capacities) != n or not all(0 < c <= 1 for c in capacities)
                                        or list(capacities) != sorted(capacities, reverse=True)):
             raise ConfigError(f"mor capacities must be {n} non-increasing values in (0, 1], got {capacities}")
-        self.schedule = capacities
+        self.schedule = [float(c) for c in capacities] if capacities is not None else \
+            geometric_schedule(self.capacity, n)
         self.set_inference(inference)
         self.aux_weight = aux_weight
         self.proj = nn.ModuleList(nn.Linear(cfg.d_model, 1) for _ in self.routed_layers)
@@ -42,13 +57,9 @@ class MoRRouter(Router):
         self.inference = mode
 
     def depth_capacity(self, depth: int) -> float:
-        """Fraction of the sequence kept at routed depth `depth` (0-based; -1 = everything). A capacity
-        curriculum moves every depth from 1.0 towards its scheduled value together."""
-        if depth < 0:
-            return 1.0
-        n = len(self.routed_layers)
-        target = self.schedule[depth] if self.schedule is not None else \
-            1.0 - (1.0 - self.capacity) * (depth + 1) / n
+        """Fraction of the sequence kept at routed depth `depth`. A capacity curriculum moves every depth
+        from 1.0 towards its scheduled value by the same fraction, so the nesting order is kept."""
+        target = self.schedule[depth]
         if self.capacity >= 1.0:
             return target
         return 1.0 - (1.0 - target) * (1.0 - self.effective_capacity) / (1.0 - self.capacity)
@@ -64,11 +75,10 @@ class MoRRouter(Router):
         eligible = torch.ones_like(logit, dtype=torch.bool) if self.kept is None else self.kept
         if self.training or self.inference == "topk":
             length = h.shape[1]
-            k = min(capacity_count(self.depth_capacity(depth), length),
-                    capacity_count(self.depth_capacity(depth - 1), length))
             scores = self.ranking_scores(logit).masked_fill(~eligible, float("-inf"))
-            index = topk_index(scores, k)  # k ≤ survivors of the previous depth, so nesting holds
-            mask = mask_from_index(index, h.shape[1])
+            # the schedule is non-increasing, so k never exceeds the previous depth's survivors
+            index = topk_index(scores, capacity_count(self.depth_capacity(depth), length))
+            mask = mask_from_index(index, length)
             if self.training:
                 bce = F.binary_cross_entropy_with_logits(logit, mask.float(), reduction="none")
                 self.add_aux(self.aux_weight * (bce * eligible).sum() / eligible.sum().clamp(min=1))
