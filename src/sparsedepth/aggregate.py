@@ -20,6 +20,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from .atomic import write_csv
+
 EXIT_USER_ERROR = 2
 CAUSAL = "causal"
 
@@ -132,11 +134,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AggregateError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(out)
+    out = write_csv(table, args.out)
     print(f"wrote {out}: {len(table)} rows from {table['run_dir'].nunique()} runs")
     return 0
 

@@ -26,6 +26,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
+from .atomic import write_csv
 from .config import ConfigError, ModelConfig
 from .flops import block_flops, head_flops, output_flops
 from .generate import decode_step, prefill
@@ -363,11 +364,7 @@ def run_grid(bench: BenchConfig, progress: Callable[[str], None] = print) -> tup
 def write_rows(rows: list[dict], out: str | Path) -> None:
     import pandas as pd
 
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    pd.DataFrame(rows, columns=COLUMNS).to_csv(tmp, index=False)
-    tmp.replace(out)
+    write_csv(pd.DataFrame(rows, columns=COLUMNS), out)
 
 
 def merge(inputs: Sequence[str | Path], out: str | Path) -> None:

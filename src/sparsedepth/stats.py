@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from .atomic import write_csv
+
 EXIT_USER_ERROR = 2
 BOOTSTRAP_SEED = 0
 N_RESAMPLES = 9999
@@ -175,11 +177,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    table.to_csv(tmp, index=False)
-    tmp.replace(out)
+    out = write_csv(table, args.out)
     print(f"wrote {out}: {len(table)} rows")
     return 0
 

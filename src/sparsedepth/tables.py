@@ -23,6 +23,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as sps
 
+from .atomic import write_text
+
 EXIT_USER_ERROR = 2
 BASELINE = "dense"
 NA = r"\textit{n/a}"
@@ -631,11 +633,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (TableError, ValueError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    tmp.write_text(text)
-    tmp.replace(out)
+    out = write_text(text, args.out)
     print(f"wrote {out}")
     return 0
 
