@@ -4,6 +4,8 @@ PY := $(VENV)/bin/python
 PYTHON ?= python3
 JOBS ?= 2
 LATEX_PACKAGES := latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended
+# Workflow jobs call `python -m sparsedepth ...`: that must be this venv's python.
+export PATH := $(abspath $(VENV))/bin:$(PATH)
 
 .PHONY: venv latex test lint reproduce smoke benchmark clean-results
 

@@ -91,3 +91,17 @@ def test_seed_flat_ablation_has_the_documented_flaw():
         assert (a[0] - b[0]).abs().max() > 1e-4  # information crossed batch items
         ours_a, ours_b = model(idx).logits, model(changed).logits
         assert torch.equal(ours_a[0], ours_b[0])
+
+
+def test_compiled_rows_are_timed_against_compiled_dense(tmp_path):
+    """The torch.compile path (eager backend here: the plumbing, not the compiler, is under test)."""
+    out = tmp_path / "bench.csv"
+    code = main(["--out", str(out), "--routers", "mod", "--impls", "gather,compiled", "--kinds", "prefill",
+                 "--d-model", "32", "--n-layers", "2", "--n-heads", "2", "--batch", "2", "--seq", "16",
+                 "--repeats", "2", "--warmup", "1", "--device", "cpu", "--compile-backend", "eager"])
+    assert code == 0
+    df = pd.read_csv(out).set_index(["router", "impl"])
+    expected = {("dense", "gather"), ("dense", "compiled"), ("mod", "gather"), ("mod", "compiled")}
+    assert expected <= set(df.index)
+    assert df.loc[("dense", "compiled"), "speedup"] == 1.0
+    assert df.loc[("mod", "compiled"), "layers_per_token"] == df.loc[("mod", "gather"), "layers_per_token"]

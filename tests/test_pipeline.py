@@ -14,8 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def snakemake(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Snakemake from this interpreter, its jobs' `python` this interpreter too (as `make` arranges)."""
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
     return subprocess.run([sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args],
-                          cwd=cwd, capture_output=True, text=True, timeout=timeout)
+                          cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
 @pytest.mark.parametrize("config", ["config.yaml", "paper.yaml", "smoke.yaml"])

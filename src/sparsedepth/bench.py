@@ -57,7 +57,8 @@ class BenchConfig:
     decode_prompt: list[int] = field(default_factory=lambda: [128])
     decode_new: list[int] = field(default_factory=lambda: [64])
     decode_batch: list[int] = field(default_factory=lambda: [1, 8])
-    impls: list[str] = field(default_factory=lambda: ["gather"])
+    impls: list[str] = field(default_factory=lambda: ["gather"])  # + masked, seed-flat, compiled
+    compile_backend: str = "inductor"
     repeats: int = 10
     warmup: int = 3
     device: str = "auto"
@@ -185,16 +186,17 @@ def make_model(router: str, cfg: ModelConfig, capacity: float, device: torch.dev
 
 
 def forward_case(model: SparseDepthModel, impl: str, idx: torch.Tensor, targets: torch.Tensor,
-                 train: bool, device: torch.device) -> Case:
+                 train: bool, device: torch.device, compile_backend: str = "inductor") -> Case:
     model.hard_skip = impl != "masked"
     B, T = idx.shape
+    call = torch.compile(model, backend=compile_backend, dynamic=True) if impl == "compiled" else model
 
     def forward():
         if impl == "seed-flat":
             logits, layers = flat_forward(model, idx)
             loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten()) if train else None
             return loss, layers
-        out = model(idx, targets if train else None)
+        out = call(idx, targets if train else None)
         loss = None if out.loss is None else out.loss + (out.aux_loss if out.aux_loss is not None else 0)
         return loss, out
 
@@ -286,13 +288,14 @@ def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, t
                   bench: BenchConfig, device: torch.device, row: dict) -> list[dict]:
     """Time every case at one grid point (dense first, interleaved) and turn the times into rows."""
     times = interleaved({k: c.run for k, c in cases.items()}, bench.repeats, bench.warmup, device)
-    rows, dense_ms, dense_flops = [], None, None
+    rows, dense_ms, dense_flops = [], {}, None
     for key, case in cases.items():
         layers, flops, memory = case.stats()
         ms, iqr = median_iqr(times[key])
         router = case.model.router.name
-        if router == "dense" and case.impl == "gather":
-            dense_ms, dense_flops = ms, flops
+        if router == "dense":  # one dense reference per implementation family (eager, compiled)
+            dense_ms[case.impl] = ms
+            dense_flops = flops if case.impl == "gather" else dense_flops
         rows.append({**row, "kind": kind, "impl": case.impl, "router": router,
                      "capacity": case.model.router.capacity, "batch": batch, "seq_len": seq_len,
                      "median_ms": ms, "iqr_ms": iqr, "tokens_per_s": tokens / (ms / 1e3),
@@ -300,7 +303,7 @@ def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, t
                      "flops_per_token": flops})
     for r in rows:
         r["dense_flops_per_token"] = dense_flops
-        r["speedup"] = dense_ms / r["median_ms"]
+        r["speedup"] = dense_ms.get(r["impl"], dense_ms["gather"]) / r["median_ms"]
         known = r["flops_per_token"] == r["flops_per_token"]  # NaN for seed-flat (mixes the batch)
         r["ideal_speedup"] = dense_flops / r["flops_per_token"] if known else float("nan")
         r["efficiency"] = r["speedup"] / r["ideal_speedup"]
@@ -351,12 +354,14 @@ def run_grid(bench: BenchConfig, progress: Callable[[str], None] = print) -> tup
         targets = torch.randint(0, VOCAB, (batch, size), generator=g).to(device)
         for r in routers:
             model = make_model(r, cfg, bench.capacity, device, train)
-            impls = ["gather"] if r == "dense" else [
-                i for i in bench.impls if i != "seed-flat" or hasattr(model.router, "score")]
+            if r == "dense":  # the references: eager, and compiled when compiled rows are asked for
+                impls = ["gather", *(["compiled"] if "compiled" in bench.impls else [])]
+            else:
+                impls = [i for i in bench.impls if i != "seed-flat" or hasattr(model.router, "score")]
             for impl in impls:
                 key = r if impl == "gather" else f"{r}[{impl}]"
                 m = model if impl == "gather" else make_model(r, cfg, bench.capacity, device, train)
-                cases[key] = forward_case(m, impl, idx, targets, train, device)
+                cases[key] = forward_case(m, impl, idx, targets, train, device, bench.compile_backend)
         rows += measure_point(cases, kind, batch, size, batch * size, bench, device, row)
     return rows, skipped
 
@@ -398,7 +403,10 @@ def parser() -> argparse.ArgumentParser:
                    help="seed: the seed project's own grid and implementations (ignores the size flags)")
     p.add_argument("--routers", type=_names, default=d.routers, help="comma-separated; dense is always added")
     p.add_argument("--kinds", type=_names, default=d.kinds, help="train_step,prefill,decode")
-    p.add_argument("--impls", type=_names, default=d.impls, help="gather,masked,seed-flat")
+    p.add_argument("--impls", type=_names, default=d.impls,
+                   help="gather,masked,seed-flat,compiled (compiled: torch.compile of the gather path; "
+                   "its speedup is against compiled dense)")
+    p.add_argument("--compile-backend", default=d.compile_backend, help="torch.compile backend")
     p.add_argument("--capacity", type=float, default=d.capacity)
     p.add_argument("--batch", type=_ints, default=d.batch)
     p.add_argument("--seq", type=_ints, default=d.seq)
@@ -440,6 +448,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                             decode_new=args.decode_new, decode_batch=args.decode_batch)
     bench.repeats, bench.warmup, bench.device = args.repeats, args.warmup, args.device
     bench.threads, bench.max_seconds = args.threads, args.max_seconds
+    bench.compile_backend = args.compile_backend
     try:
         rows, skipped = run_grid(bench, progress=lambda s: print(s, flush=True))
     except ConfigError as e:
