@@ -456,9 +456,11 @@ def speed_points(bench: pd.DataFrame) -> pd.DataFrame:
     require(bench, BENCH_COLUMNS, "bench table")
     df = bench[bench["router"] != BASELINE].copy()
     several = df.groupby("router")["capacity"].nunique()
+    grids = df["grid"] if "grid" in df else pd.Series("main", index=df.index)
     df["label"] = [
         r + (f"@{c:g}" if several.get(r, 1) > 1 else "") + ("" if i == "gather" else f" [{i}]")
-        for r, c, i in zip(df["router"], df["capacity"], df["impl"], strict=True)
+        + ("" if g == "main" else f" ({g} grid)")
+        for r, c, i, g in zip(df["router"], df["capacity"], df["impl"], grids, strict=True)
     ]
     return df
 
