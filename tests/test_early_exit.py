@@ -95,3 +95,16 @@ def test_apply_routed_without_queries_skips_the_block(tiny_cfg):
     h = torch.randn(2, 6, tiny_cfg.d_model)
     nobody = PropagatingDecision(mask=torch.zeros(2, 6, dtype=torch.bool), gate=torch.ones(2, 6))
     assert torch.equal(apply_routed(model.blocks[1], h, nobody, model.rope, torch.arange(6)), h)
+
+
+def test_rotational_curriculum_reads_out_alternate_layers_each_step(tiny_cfg):
+    """LayerSkip's rotation: with rotation 2 each step's exit loss covers every other layer, alternating."""
+    model = make("early_exit", tiny_cfg, capacity=0.5, rotation=2).train()
+    idx = tokens(tiny_cfg)
+    seen = []
+    for _ in range(2):
+        model(idx, idx)
+        seen.append({layer for layer, _ in model.router.hidden})
+    assert seen[0] and seen[1] and not seen[0] & seen[1]
+    assert seen[0] | seen[1] == set(range(1, tiny_cfg.n_layers))
+    assert "router.steps" in model.state_dict()  # the rotation phase is checkpointed (exact resume)

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..config import ConfigError
 from .base import Decision, Router
 
 
@@ -34,9 +35,15 @@ class EarlyExitRouter(Router):
     learned = False  # no router weights: the threshold is calibrated, the exit loss trains the model
 
     def __init__(self, cfg, capacity, routed_layers, threshold: float = 0.9, max_layer_dropout: float = 0.2,
-                 exit_loss_weight: float = 1.0):
+                 exit_loss_weight: float = 1.0, rotation: int = 1):
         super().__init__(cfg, capacity, routed_layers)
+        if rotation < 1:
+            raise ConfigError(f"early_exit rotation must be ≥ 1, got {rotation}")
         self.register_buffer("threshold", torch.tensor(float(threshold)))
+        # LayerSkip's rotational curriculum: each step, the exit loss reads out one layer in `rotation`
+        # (a different one each step), which divides the cost of the per-layer head by `rotation`
+        self.rotation = rotation
+        self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # saved, so resume is exact
         self.max_layer_dropout = max_layer_dropout
         self.exit_loss_weight = exit_loss_weight
         self.readout: Callable[[Tensor], Tensor] | None = None  # set by the model: shared norm + head
@@ -51,12 +58,14 @@ class EarlyExitRouter(Router):
         super().begin(h0, positions)
         self.exited = torch.zeros(h0.shape[:2], dtype=torch.bool, device=h0.device)
         self.hidden = []
+        if self.training:
+            self.steps += 1
 
     def decide(self, h: Tensor, layer: int) -> Decision:
         B, T = h.shape[:2]
         ones = torch.ones(B, T, dtype=h.dtype, device=h.device)
         if self.training:
-            if layer > 0 and self.exit_loss_weight > 0:
+            if layer > 0 and self.exit_loss_weight > 0 and (layer + int(self.steps)) % self.rotation == 0:
                 self.hidden.append((layer, h))
             drop = self.max_layer_dropout * layer / max(1, self.cfg.n_layers - 1)
             keep = (torch.rand(B, 1, device=h.device) >= drop).expand(B, T)
