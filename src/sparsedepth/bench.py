@@ -2,24 +2,31 @@
 cached decoding.
 
 Why in one process and interleaved: CPU clocks and co-tenants drift; timing dense and routed alternately in
-each repeat makes the ratio robust even when absolute times are not. Each row reports the measured speedup
-over dense, the ideal speedup (dense FLOPs / routed FLOPs, from the tokens that actually ran each block)
-and their ratio, the efficiency. Models are randomly initialised: speed depends on how many tokens run,
-which the row reports (layers/token), not on what the weights learned.
+each repeat (in reversed order every other repeat) makes the ratio robust even when absolute times are not.
+Each row reports the measured speedup over dense, the ideal speedup (dense FLOPs / routed FLOPs, from the
+tokens that actually ran each block) and their ratio, the efficiency.
+
+Models are randomly initialised: speed depends on how many tokens run, not on what the weights learned.
+An untrained router does not sit at its capacity, so by default each router is *calibrated* first (its
+decision bias shifted so it keeps `capacity` of the tokens on a calibration batch, as a trained router's
+budget loss would make it); every row reports the layers/token it actually ran.
 
 Implementations: `gather` (ours: per-sample hard skipping), `masked` (the reference: full-length compute,
 skipped tokens masked; no savings by construction) and `seed-flat` (the seed project's flattened batch,
-see seed_reference.py). CPU: perf_counter; CUDA: events after synchronize, peak memory from the allocator.
+see seed_reference.py). Suffixes: `+bf16` (autocast), `+compile` (torch.compile); each suffixed row is
+compared with dense under the same suffix.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -28,7 +35,7 @@ import torch.nn.functional as F
 
 from .atomic import write_csv
 from .config import ConfigError, ModelConfig
-from .flops import block_flops, head_flops, output_flops
+from .flops import block_flops, forward_flops, head_flops
 from .generate import decode_step, prefill
 from .model import SparseDepthModel, build_model
 from .routing import ROUTERS
@@ -37,10 +44,10 @@ from .train import git_sha
 
 COLUMNS = ["device", "device_name", "torch", "threads", "git_sha", "grid", "kind", "impl", "router",
            "capacity", "batch", "seq_len", "d_model", "n_layers", "repeats", "median_ms", "iqr_ms",
-           "tokens_per_s",
-           "peak_activation_mb", "layers_per_token", "flops_per_token", "dense_flops_per_token", "speedup",
-           "ideal_speedup", "efficiency"]
+           "tokens_per_s", "peak_activation_mb", "layers_per_token", "flops_per_token",
+           "dense_flops_per_token", "speedup", "ideal_speedup", "efficiency"]
 KINDS = ("train_step", "prefill", "decode")
+IMPLS = ("gather", "masked", "seed-flat")
 VOCAB = 4096
 
 
@@ -49,6 +56,7 @@ class BenchConfig:
     routers: list[str] = field(default_factory=lambda: ["mod", "seed"])
     kinds: list[str] = field(default_factory=lambda: list(KINDS))
     capacity: float = 0.125
+    route_every: int = 2  # alternate blocks (MoD's setting); 0: each router's own convention
     batch: list[int] = field(default_factory=lambda: [8])
     seq: list[int] = field(default_factory=lambda: [128, 512])
     d_model: int = 256
@@ -57,24 +65,28 @@ class BenchConfig:
     decode_prompt: list[int] = field(default_factory=lambda: [128])
     decode_new: list[int] = field(default_factory=lambda: [64])
     decode_batch: list[int] = field(default_factory=lambda: [1, 8])
-    impls: list[str] = field(default_factory=lambda: ["gather"])  # + masked, seed-flat, compiled
-    compile_backend: str = "inductor"
+    impls: list[str] = field(default_factory=lambda: ["gather"])
     repeats: int = 10
     warmup: int = 3
     device: str = "auto"
     threads: int = 0
     max_seconds: float = 600.0
     grid: str = "main"
+    calibrate: bool = True
+    optimizer: str = "none"  # train_step: "none" (forward + backward) or "adamw" (+ optimizer step)
+    dtype: str = "fp32"  # "bf16": autocast
+    compile: bool = False  # also time torch.compile'd gather models (impl suffix +compile)
 
 
 def seed_grid() -> BenchConfig:
-    """The seed project's own benchmark: 6 layers, d=64, batch 2/8/16 × sequence 20–256, its way and ours."""
-    return BenchConfig(routers=["seed"], kinds=["train_step", "prefill"], batch=[2, 8, 16],
-                       seq=[20, 64, 128, 256], d_model=64, n_layers=6, n_heads=4,
-                       impls=["gather", "masked", "seed-flat"], grid="seed")
+    """The seed project's own benchmark: 6 layers, d=64, batch 2/8/16 × sequence 20–256, every block routed
+    by the seed probe at about half depth (what its untrained probe, s ≈ 0.5, did), its way and ours."""
+    return BenchConfig(routers=["seed"], kinds=["train_step", "prefill"], capacity=0.5, route_every=1,
+                       batch=[2, 8, 16], seq=[20, 64, 128, 256], d_model=64, n_layers=6, n_heads=4,
+                       impls=list(IMPLS), grid="seed")
 
 
-# --- device and timing ---
+# --- device, timing, memory ---
 
 
 def resolve_device(name: str) -> torch.device:
@@ -88,13 +100,17 @@ def resolve_device(name: str) -> torch.device:
 def device_name(device: torch.device) -> str:
     if device.type == "cuda":
         return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                return f"CPU: {line.split(':', 1)[1].strip()} ({torch.get_num_threads()} threads)"
+                model = line.split(":", 1)[1].strip()
+                break
     except OSError:
         pass
-    return f"CPU: {platform.processor() or platform.machine()} ({torch.get_num_threads()} threads)"
+    policy = os.environ.get("OMP_WAIT_POLICY")
+    policy = f", OMP_WAIT_POLICY={policy}" if policy else ""
+    return f"CPU: {model} ({torch.get_num_threads()} threads{policy})"
 
 
 def sync(device: torch.device) -> None:
@@ -117,49 +133,96 @@ def time_once(fn: Callable[[], object], device: torch.device) -> float:
     return (time.perf_counter() - t) * 1e3
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int,
-                device: torch.device) -> dict[str, list[float]]:
-    """Time each function `repeats` times, alternating between them within every repeat."""
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
-    for _ in range(repeats):
-        for name, fn in fns.items():
-            times[name].append(time_once(fn, device))
-    return times
-
-
 def median_iqr(values: Sequence[float]) -> tuple[float, float]:
     if len(values) < 2:
         return float(values[0]), float("nan")
-    q = statistics.quantiles(values, n=4)
+    q = statistics.quantiles(values, n=4, method="inclusive")
     return statistics.median(values), q[2] - q[0]
 
 
-def saved_activation_bytes(fn: Callable[[], object]) -> int:
-    """Bytes of the tensors autograd saves for backward while `fn` runs a forward pass (each storage once):
-    the activation memory of a training step, independent of the allocator (so it works on the CPU)."""
-    seen: dict[tuple[int, int], int] = {}
-
-    def pack(t: torch.Tensor):
-        if t.device.type != "meta":
-            storage = t.untyped_storage()
-            seen[(storage.data_ptr(), storage.nbytes())] = storage.nbytes()
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+def peak_bytes(fn: Callable[[], object], device: torch.device) -> float:
+    """Peak allocated bytes during `fn` above what was allocated before it (parameters, gradients,
+    optimizer state and caches allocated earlier are excluded). CUDA: the caching allocator's statistics;
+    CPU: the profiler's allocation/free events replayed in order."""
+    if device.type == "cuda":
+        sync(device)
+        base = torch.cuda.memory_allocated(device)
+        torch.cuda.reset_peak_memory_stats(device)
         fn()
-    return sum(seen.values())
+        sync(device)
+        return float(torch.cuda.max_memory_allocated(device) - base)
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = sorted((e.start_ns(), e.nbytes()) for e in prof.profiler.kineto_results.events()
+                    if e.name() == "[memory]")
+    live = peak = 0
+    for _, nbytes in events:
+        live += nbytes
+        peak = max(peak, live)
+    return float(peak)
 
 
-def cuda_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
-    sync(device)
-    base = torch.cuda.memory_allocated(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    fn()
-    sync(device)
-    return torch.cuda.max_memory_allocated(device) - base
+# --- calibration: an untrained router at its capacity ---
+
+
+def _logit_modules(router) -> list[tuple[torch.nn.Module, float]]:
+    """Per routed block, in order: the module whose output is the (causal) decision logit, run iff > 0,
+    and the fraction of the still-eligible tokens it should keep."""
+    if router.name == "mod":
+        mods = router.proj if router.causal == "aux" else [p[-1] for p in router.predictor]
+        return [(m, router.capacity) for m in mods]
+    if router.name == "threshold":
+        return [(g, router.capacity) for g in router.gates]
+    if router.name == "mor":
+        s = router.schedule
+        return [(m, s[d] / (s[d - 1] if d else 1.0)) for d, m in enumerate(router.proj)]
+    return []
+
+
+@torch.no_grad()
+def calibrate(model: SparseDepthModel, idx: torch.Tensor, iterations: int = 40) -> None:
+    """Shift the router's decision bias so it keeps `capacity` of the tokens of `idx` in its causal rule.
+
+    Per-block routers are set block by block in depth order (each block's input depends on the earlier
+    ones); the seed probe (one score, thresholds i/L) by bisection on its bias; routers with their own
+    `calibrate` (early exit) use it. Top-k decisions are exact anyway and unaffected."""
+    router = model.router
+    was_training, inference = model.training, getattr(router, "inference", None)
+    model.eval()
+    if inference is not None:
+        router.set_inference("causal")
+    if hasattr(router, "calibrate"):
+        router.calibrate(model, [idx])
+    elif hasattr(router, "probe"):
+        routed = torch.tensor(router.routed_layers)
+
+        def fraction(bias: float) -> float:
+            router.probe.bias.fill_(bias)
+            return model(idx).routing[..., routed].float().mean().item()
+
+        low, high = -30.0, 30.0
+        for _ in range(iterations):
+            mid = (low + high) / 2
+            low, high = (mid, high) if fraction(mid) < router.capacity else (low, mid)
+        router.probe.bias.fill_(high)
+    for module, keep in _logit_modules(router):
+        seen: list[torch.Tensor] = []
+        handle = module.register_forward_hook(
+            lambda m, args, out, seen=seen: seen.append(_eligible(router, out)))
+        model(idx)
+        handle.remove()
+        module.bias -= torch.quantile(seen[0].float(), 1.0 - keep)
+    model.train(was_training)
+    if inference is not None:
+        router.set_inference(inference)
+
+
+def _eligible(router, logit: torch.Tensor) -> torch.Tensor:
+    """The logits of the tokens this block may keep (MoR: only the previous depth's survivors)."""
+    kept = getattr(router, "kept", None)
+    return logit.flatten() if kept is None else logit.flatten()[kept.flatten()]
 
 
 # --- what is timed ---
@@ -167,18 +230,25 @@ def cuda_peak_bytes(fn: Callable[[], object], device: torch.device) -> int:
 
 @dataclass
 class Case:
-    """One implementation at one grid point: the call to time, and how to measure its cost."""
+    """One implementation at one grid point: the call to time, an untimed reset before each call, and
+    its statistics (layers/token, FLOPs/token, peak activation bytes)."""
 
-    model: SparseDepthModel
+    router: str
+    capacity: float
     impl: str
     run: Callable[[], object]
-    stats: Callable[[], tuple[float, float, float]]  # layers/token, FLOPs/token, activation bytes
+    stats: Callable[[], tuple[float, float, float]]
+    reset: Callable[[], object] = lambda: None
 
 
 def make_model(router: str, cfg: ModelConfig, capacity: float, device: torch.device, train: bool,
-               seed: int = 0) -> SparseDepthModel:
+               seed: int = 0, route_every: int = 0, calibrate_on: torch.Tensor | None = None,
+               ) -> SparseDepthModel:
     torch.manual_seed(seed)
-    model = build_model(cfg, router=router, capacity=1.0 if router == "dense" else capacity).to(device)
+    model = build_model(cfg, router=router, capacity=1.0 if router == "dense" else capacity,
+                        route_every=route_every or None).to(device)
+    if calibrate_on is not None and router != "dense":
+        calibrate(model, calibrate_on.to(device))
     model.train(train)
     if not train and hasattr(model.router, "set_inference"):
         model.router.set_inference("topk")  # prefill at the trained capacity (decode uses the causal rule)
@@ -186,93 +256,99 @@ def make_model(router: str, cfg: ModelConfig, capacity: float, device: torch.dev
 
 
 def forward_case(model: SparseDepthModel, impl: str, idx: torch.Tensor, targets: torch.Tensor,
-                 train: bool, device: torch.device, compile_backend: str = "inductor") -> Case:
+                 train: bool, device: torch.device, bench: BenchConfig, compiled: bool = False) -> Case:
     model.hard_skip = impl != "masked"
     B, T = idx.shape
-    call = torch.compile(model, backend=compile_backend, dynamic=True) if impl == "compiled" else model
+    call = torch.compile(model) if compiled else model
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bench.dtype == "bf16" \
+        else nullcontext
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6) if train and bench.optimizer == "adamw" \
+        else None
 
     def forward():
-        if impl == "seed-flat":
-            logits, layers = flat_forward(model, idx)
-            loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten()) if train else None
-            return loss, layers
-        out = call(idx, targets if train else None)
+        with autocast():
+            if impl == "seed-flat":
+                logits, ran = flat_forward(model, idx)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()) if train else None
+                return loss, ran
+            out = call(idx, targets if train else None)
         loss = None if out.loss is None else out.loss + (out.aux_loss if out.aux_loss is not None else 0)
-        return loss, out
+        return loss, out.routing
 
     def run():
-        if train:
-            model.zero_grad(set_to_none=True)
-            loss, _ = forward()
-            loss.backward()
-        else:
+        if not train:
             with torch.no_grad():
                 forward()
+            return
+        loss, _ = forward()
+        loss.backward()
+        if optimizer is not None:
+            optimizer.step()
+        model.zero_grad(set_to_none=False)  # gradients stay allocated: excluded from peak memory
 
     def stats():
         with torch.no_grad():
-            _, out = forward()
-        if impl == "seed-flat":  # per-token counts only: FLOPs of the tokens run, attention over the batch
-            layers = out.mean().item()
-            flops = float("nan")
-        else:
-            layers = out.layers_per_token.mean().item()
-            flops = output_flops(model, out, T) / (B * T)
-        if device.type == "cuda":
-            memory = cuda_peak_bytes(run, device)
-        elif train:
-            memory = saved_activation_bytes(lambda: forward()[0])
-        else:
-            memory = float("nan")  # no allocator statistics on the CPU for a no-grad pass
-        return layers, flops, memory
+            _, ran = forward()
+        layer_counts = ran.sum(1).float()  # [B, L]
+        flops = forward_flops(model.cfg, layer_counts, model.router.flops_per_token(), T,
+                              getattr(model.router, "propagates_state", False))
+        return ran.sum(-1).float().mean().item(), flops / (B * T), peak_bytes(run, device)
 
-    return Case(model, impl, run, stats)
+    suffix = ("+compile" if compiled else "") + ("+bf16" if bench.dtype == "bf16" else "")
+    return Case(model.router.name, model.router.capacity, impl + suffix, run, stats)
 
 
-def decode_flops(cfg: ModelConfig, start: torch.Tensor, end: torch.Tensor, n_new: int) -> float:
+def decode_flops(model: SparseDepthModel, start: torch.Tensor, end: torch.Tensor, n_new: int) -> float:
     """FLOPs of decoding from cache lengths [B, L] at the start and end: each token that ran a block pays its
     projections/MLP plus attention over that block's cache (its mean length while decoding)."""
+    cfg = model.cfg
     ran = (end - start).double()
     linear = block_flops(1.0, cfg) - 4.0 * cfg.d_model  # one token, no attention over others
     attention = 4.0 * cfg.d_model * (start + end).double() / 2
-    return float((ran * (linear + attention)).sum()) + start.shape[0] * n_new * head_flops(1, cfg)
+    per_token = head_flops(1, cfg) + model.router.flops_per_token()
+    return float((ran * (linear + attention)).sum()) + start.shape[0] * n_new * per_token
 
 
 def decode_case(model: SparseDepthModel, prompt_len: int, n_new: int, batch: int,
-                device: torch.device) -> Case:
+                device: torch.device, bench: BenchConfig) -> Case:
+    """`n_new` cached steps on a fixed random token stream (greedy decoding of an untrained model repeats
+    one token, which would freeze every routing decision); logits and argmax are still computed. The
+    prompt is prefilled once, untimed; each repeat restores the cache to just after it (decoding only
+    writes beyond the prefilled lengths)."""
     model.hard_skip = True
     if hasattr(model.router, "set_inference"):
         model.router.set_inference("causal")  # generation needs the causal rule
+    if bench.dtype == "bf16":
+        model.to(torch.bfloat16)  # the cache takes the parameters' dtype, so bf16 weights, not autocast
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(0, model.cfg.vocab_size, (batch, prompt_len), generator=g).tolist()
-    state: dict = {}
+    stream = torch.randint(0, model.cfg.vocab_size, (n_new, batch), generator=g).to(device)
+    cache, _, _ = prefill(model, prompts)
+    saved = [c.lengths.clone() for c in cache.layers], cache.positions.clone()
 
-    def setup():
-        cache, logits, _ = prefill(model, prompts)
-        state.update(cache=cache, next=logits.argmax(-1))
+    def reset():
+        for layer, lengths in zip(cache.layers, saved[0], strict=True):
+            layer.lengths.copy_(lengths)
+        cache.positions.copy_(saved[1])
 
-    def run():
-        tokens, cache = state["next"], state["cache"]
-        for _ in range(n_new):
-            tokens = decode_step(model, tokens, cache).logits[:, -1].argmax(-1)
-        setup()  # a fresh cache for the next repeat (prefill is not what this case measures)
+    def run(record: list | None = None):
+        for tokens in stream:
+            out = decode_step(model, tokens, cache)
+            out.logits[:, -1].argmax(-1)
+            if record is not None:
+                record.append(out.layers_per_token.mean().item())
 
     def stats():
-        setup()
-        start = state["cache"].lengths().clone()
-        run_layers = []
-        tokens, cache = state["next"], state["cache"]
-        for _ in range(n_new):
-            out = decode_step(model, tokens, cache)
-            run_layers.append(out.layers_per_token.mean().item())
-            tokens = out.logits[:, -1].argmax(-1)
+        reset()
+        start, layers = cache.lengths().clone(), []
+        run(layers)
         end = cache.lengths().clone()
+        # the K/V bytes the routed cache actually holds (a right-sized or paged cache's footprint)
         used = 2 * end.sum().item() * model.cfg.d_model * cache.layers[0].k.element_size()
-        setup()
-        return statistics.mean(run_layers), decode_flops(model.cfg, start, end, n_new) / (batch * n_new), used
+        return statistics.mean(layers), decode_flops(model, start, end, n_new) / (batch * n_new), used
 
-    setup()
-    return Case(model, "gather", run, stats)
+    suffix = "+bf16" if bench.dtype == "bf16" else ""
+    return Case(model.router.name, model.router.capacity, "gather" + suffix, run, stats, reset)
 
 
 # --- the grid ---
@@ -284,40 +360,84 @@ def base_row(device: torch.device, cfg: BenchConfig) -> dict:
             "d_model": cfg.d_model, "n_layers": cfg.n_layers, "repeats": cfg.repeats}
 
 
+def warm(cases: dict[str, Case], warmup: int, progress: Callable[[str], None]) -> dict[str, Case]:
+    """Untimed warm-up calls; a case that fails here (e.g. torch.compile without a working toolchain) is
+    dropped with its reason, so one broken variant never costs the rest of the grid."""
+    kept = {}
+    for key, case in cases.items():
+        try:
+            for _ in range(max(1, warmup) + (3 if "+compile" in case.impl else 0)):  # recompiles settle
+                case.reset()
+                case.run()
+            kept[key] = case
+        except Exception as e:  # noqa: BLE001 — reported and skipped, by design
+            if "+compile" not in case.impl:
+                raise
+            progress(f"skipped {key}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    return kept
+
+
 def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, tokens: int,
-                  bench: BenchConfig, device: torch.device, row: dict) -> list[dict]:
-    """Time every case at one grid point (dense first, interleaved) and turn the times into rows."""
-    times = interleaved({k: c.run for k, c in cases.items()}, bench.repeats, bench.warmup, device)
-    rows, dense_ms, dense_flops = [], {}, None
+                  bench: BenchConfig, device: torch.device, row: dict,
+                  progress: Callable[[str], None] = print) -> list[dict]:
+    """Time every case at one grid point, interleaved, and turn the times into rows."""
+    cases = warm(cases, bench.warmup, progress)
+    times: dict[str, list[float]] = {key: [] for key in cases}
+    keys = list(cases)
+    for r in range(bench.repeats):
+        for key in keys if r % 2 == 0 else keys[::-1]:
+            cases[key].reset()
+            times[key].append(time_once(cases[key].run, device))
+    rows = []
     for key, case in cases.items():
         layers, flops, memory = case.stats()
         ms, iqr = median_iqr(times[key])
-        router = case.model.router.name
-        if router == "dense":  # one dense reference per implementation family (eager, compiled)
-            dense_ms[case.impl] = ms
-            dense_flops = flops if case.impl == "gather" else dense_flops
-        rows.append({**row, "kind": kind, "impl": case.impl, "router": router,
-                     "capacity": case.model.router.capacity, "batch": batch, "seq_len": seq_len,
-                     "median_ms": ms, "iqr_ms": iqr, "tokens_per_s": tokens / (ms / 1e3),
-                     "peak_activation_mb": memory / 2**20, "layers_per_token": layers,
-                     "flops_per_token": flops})
+        rows.append({**row, "kind": kind, "impl": case.impl, "router": case.router,
+                     "capacity": case.capacity, "batch": batch, "seq_len": seq_len, "median_ms": ms,
+                     "iqr_ms": iqr, "tokens_per_s": tokens / (ms / 1e3), "peak_activation_mb": memory / 2**20,
+                     "layers_per_token": layers, "flops_per_token": flops})
+    baselines = {r["impl"][len("gather"):]: r for r in rows
+                 if r["router"] == "dense" and r["impl"].startswith("gather")}
+    kept = []
     for r in rows:
-        r["dense_flops_per_token"] = dense_flops
-        r["speedup"] = dense_ms.get(r["impl"], dense_ms["gather"]) / r["median_ms"]
-        known = r["flops_per_token"] == r["flops_per_token"]  # NaN for seed-flat (mixes the batch)
-        r["ideal_speedup"] = dense_flops / r["flops_per_token"] if known else float("nan")
+        suffix = r["impl"][r["impl"].find("+"):] if "+" in r["impl"] else ""
+        dense = baselines.get(suffix)
+        if dense is None:  # its dense baseline (e.g. dense+compile) failed: no ratio to report
+            progress(f"dropped {r['router']}[{r['impl']}]: no dense{suffix} baseline")
+            continue
+        r["dense_flops_per_token"] = dense["flops_per_token"]
+        r["speedup"] = dense["median_ms"] / r["median_ms"]
+        r["ideal_speedup"] = dense["flops_per_token"] / r["flops_per_token"]
         r["efficiency"] = r["speedup"] / r["ideal_speedup"]
-    return rows
+        kept.append(r)
+    return kept
+
+
+def grid_points(bench: BenchConfig) -> list[tuple[str, int, int | tuple[int, int]]]:
+    points: list = [(k, b, t) for k in bench.kinds if k != "decode" for b in bench.batch for t in bench.seq]
+    if "decode" in bench.kinds:
+        points += [("decode", b, (p, n)) for b in bench.decode_batch for p in bench.decode_prompt
+                   for n in bench.decode_new]
+    return points
+
+
+def check(bench: BenchConfig) -> None:
+    for name, given, known in (("router", bench.routers, ROUTERS), ("benchmark kind", bench.kinds, KINDS),
+                               ("impl", bench.impls, IMPLS)):
+        unknown = [x for x in given if x not in known]
+        if unknown:
+            raise ConfigError(f"unknown {name}(s) {unknown}; known: {', '.join(sorted(known))}")
+    if bench.optimizer not in ("none", "adamw"):
+        raise ConfigError(f"optimizer must be 'none' or 'adamw', got {bench.optimizer!r}")
+    if bench.dtype not in ("fp32", "bf16"):
+        raise ConfigError(f"dtype must be 'fp32' or 'bf16', got {bench.dtype!r}")
+    if bench.repeats < 1:
+        raise ConfigError(f"repeats must be >= 1, got {bench.repeats}")
 
 
 def run_grid(bench: BenchConfig, progress: Callable[[str], None] = print) -> tuple[list[dict], list[str]]:
     """All rows of a grid, and the points skipped because the time budget ran out."""
-    unknown = [r for r in bench.routers if r not in ROUTERS]
-    if unknown:
-        raise ConfigError(f"unknown router(s) {unknown}; known: {', '.join(sorted(ROUTERS))}")
-    bad = [k for k in bench.kinds if k not in KINDS]
-    if bad:
-        raise ConfigError(f"unknown benchmark kind(s) {bad}; known: {', '.join(KINDS)}")
+    check(bench)
     device = resolve_device(bench.device)
     if bench.threads:
         torch.set_num_threads(bench.threads)
@@ -326,43 +446,46 @@ def run_grid(bench: BenchConfig, progress: Callable[[str], None] = print) -> tup
     cfg = ModelConfig(vocab_size=VOCAB, d_model=bench.d_model, n_layers=bench.n_layers, n_heads=bench.n_heads,
                       max_seq_len=longest)
     routers = ["dense", *[r for r in bench.routers if r != "dense"]]
-    points = []  # in the order of `kinds`, so a time budget skips the kinds listed last
-    for kind in bench.kinds:
-        if kind == "decode":
-            points += [(kind, b, (p, n)) for b in bench.decode_batch for p in bench.decode_prompt
-                       for n in bench.decode_new]
-        else:
-            points += [(kind, b, t) for b in bench.batch for t in bench.seq]
+    calib = torch.randint(0, VOCAB, (4, min(128, longest)), generator=torch.Generator().manual_seed(7)) \
+        if bench.calibrate else None
+
+    def model(router: str, train: bool) -> SparseDepthModel:
+        return make_model(router, cfg, bench.capacity, device, train, route_every=bench.route_every,
+                          calibrate_on=calib)
+
     rows, skipped, start = [], [], time.perf_counter()
-    for kind, batch, size in points:
+    for kind, batch, size in grid_points(bench):
         label = f"{kind} batch={batch} {'seq' if kind != 'decode' else 'prompt,new'}={size}"
         if time.perf_counter() - start > bench.max_seconds:
             skipped.append(label)
             continue
         progress(label)
-        train = kind == "train_step"
         cases: dict[str, Case] = {}
         if kind == "decode":
             prompt_len, n_new = size
             for r in routers:
-                cases[r] = decode_case(make_model(r, cfg, bench.capacity, device, False), prompt_len, n_new,
-                                       batch, device)
-            rows += measure_point(cases, kind, batch, prompt_len + n_new, batch * n_new, bench, device, row)
+                cases[r] = decode_case(model(r, False), prompt_len, n_new, batch, device, bench)
+            if bench.compile:
+                progress("  (no +compile for decode: the cache length changes every step)")
+            rows += measure_point(cases, kind, batch, prompt_len + n_new, batch * n_new, bench, device, row,
+                                  progress)
             continue
+        train = kind == "train_step"
         g = torch.Generator().manual_seed(batch * 1000 + size)
         idx = torch.randint(0, VOCAB, (batch, size), generator=g).to(device)
         targets = torch.randint(0, VOCAB, (batch, size), generator=g).to(device)
         for r in routers:
-            model = make_model(r, cfg, bench.capacity, device, train)
-            if r == "dense":  # the references: eager, and compiled when compiled rows are asked for
-                impls = ["gather", *(["compiled"] if "compiled" in bench.impls else [])]
-            else:
-                impls = [i for i in bench.impls if i != "seed-flat" or hasattr(model.router, "score")]
+            impls = ["gather"] if r == "dense" else [
+                i for i in bench.impls if i != "seed-flat" or r in ("seed", "seed-frozen")]
             for impl in impls:
-                key = r if impl == "gather" else f"{r}[{impl}]"
-                m = model if impl == "gather" else make_model(r, cfg, bench.capacity, device, train)
-                cases[key] = forward_case(m, impl, idx, targets, train, device, bench.compile_backend)
-        rows += measure_point(cases, kind, batch, size, batch * size, bench, device, row)
+                cases[f"{r}[{impl}]"] = forward_case(model(r, train), impl, idx, targets, train, device,
+                                                     bench)
+            if bench.compile:
+                cases[f"{r}[compile]"] = forward_case(model(r, train), "gather", idx, targets, train, device,
+                                                      bench, compiled=True)
+        logits_mb = batch * size * VOCAB * 4 / 2**20
+        progress(f"  (logits: {logits_mb:.1f} MB fp32 of every forward's peak; the same for every router)")
+        rows += measure_point(cases, kind, batch, size, batch * size, bench, device, row, progress)
     return rows, skipped
 
 
@@ -400,14 +523,15 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sparsedepth.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="CSV to write (atomically)")
     p.add_argument("--grid", choices=["main", "seed"], default="main",
-                   help="seed: the seed project's own grid and implementations (ignores the size flags)")
+                   help="seed: the seed project's own grid and implementations (ignores size/grid flags)")
     p.add_argument("--routers", type=_names, default=d.routers, help="comma-separated; dense is always added")
     p.add_argument("--kinds", type=_names, default=d.kinds, help="train_step,prefill,decode")
-    p.add_argument("--impls", type=_names, default=d.impls,
-                   help="gather,masked,seed-flat,compiled (compiled: torch.compile of the gather path; "
-                   "its speedup is against compiled dense)")
-    p.add_argument("--compile-backend", default=d.compile_backend, help="torch.compile backend")
+    p.add_argument("--impls", type=_names, default=d.impls, help="gather,masked,seed-flat")
     p.add_argument("--capacity", type=float, default=d.capacity)
+    p.add_argument("--route-every", type=int, default=d.route_every,
+                   help="route every k-th block (2: alternate blocks); 0: each router's own convention")
+    p.add_argument("--no-calibrate", dest="calibrate", action="store_false",
+                   help="keep untrained routers as initialised (they then miss their capacity)")
     p.add_argument("--batch", type=_ints, default=d.batch)
     p.add_argument("--seq", type=_ints, default=d.seq)
     p.add_argument("--d-model", type=int, default=d.d_model)
@@ -420,6 +544,12 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=d.warmup)
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default=d.device)
     p.add_argument("--threads", type=int, default=d.threads, help="torch CPU threads (0: torch's default)")
+    p.add_argument("--optimizer", choices=["none", "adamw"], default=d.optimizer,
+                   help="train_step: forward+backward only, or also an AdamW step")
+    p.add_argument("--dtype", choices=["fp32", "bf16"], default=d.dtype, help="bf16: autocast (impl +bf16)")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile'd models (impl gather+compile; skipped with the reason "
+                        "printed if compiling fails)")
     p.add_argument("--max-seconds", type=float, default=d.max_seconds,
                    help="time budget: later points are skipped (and listed) once it is spent")
     return p
@@ -443,12 +573,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = seed_grid()
     else:
         bench = BenchConfig(routers=args.routers, kinds=args.kinds, impls=args.impls, capacity=args.capacity,
-                            batch=args.batch, seq=args.seq, d_model=args.d_model, n_layers=args.n_layers,
-                            n_heads=args.n_heads, decode_prompt=args.decode_prompt,
-                            decode_new=args.decode_new, decode_batch=args.decode_batch)
+                            route_every=args.route_every, batch=args.batch, seq=args.seq,
+                            d_model=args.d_model, n_layers=args.n_layers, n_heads=args.n_heads,
+                            decode_prompt=args.decode_prompt, decode_new=args.decode_new,
+                            decode_batch=args.decode_batch)
     bench.repeats, bench.warmup, bench.device = args.repeats, args.warmup, args.device
-    bench.threads, bench.max_seconds = args.threads, args.max_seconds
-    bench.compile_backend = args.compile_backend
+    bench.threads, bench.max_seconds, bench.calibrate = args.threads, args.max_seconds, args.calibrate
+    bench.optimizer, bench.dtype, bench.compile = args.optimizer, args.dtype, args.compile
     try:
         rows, skipped = run_grid(bench, progress=lambda s: print(s, flush=True))
     except ConfigError as e:
@@ -457,9 +588,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     write_rows(rows, args.out)
     for label in skipped:
         print(f"skipped (time budget {bench.max_seconds:g} s spent): {label}")
-    print(f"wrote {len(rows)} rows to {args.out}")
+    print(f"wrote {len(rows)} rows to {args.out}" + (f"; {len(skipped)} points skipped" if skipped else ""))
     return 0
 
 
 if __name__ == "__main__":
+    if "OMP_WAIT_POLICY" not in os.environ:
+        # OpenMP threads that spin-wait stall for whole time slices when the cores are shared (measured
+        # here: 18x slower decode at 2 threads); libgomp reads this only at load, so re-run with it set
+        os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
+        os.execv(sys.executable, [sys.executable, "-m", "sparsedepth.bench", *sys.argv[1:]])
     sys.exit(main())

@@ -134,6 +134,10 @@ def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, posi
     index, valid = gather_plan(decision, minimum=1 if propagate and cache is not None else 0)
     if index.shape[1] == 0:
         return h
+    if cache is not None and valid is not None and not propagate:
+        rows = valid[:, 0].nonzero().squeeze(1)  # samples that keep a token (valid is a prefix)
+        if rows.numel() < h.shape[0]:
+            return _apply_rows(block, h, rows, index, valid, decision, rope, positions, cache)
     index3 = index.unsqueeze(-1).expand(-1, -1, h.shape[-1])
     kept_positions = index if positions.dim() == 1 else positions.gather(1, index)
     context = dict(context=h, context_positions=positions, query_offsets=index) if propagate else {}
@@ -141,7 +145,29 @@ def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, posi
     weight = decision.gate.gather(1, index)
     if valid is not None:
         weight = weight * valid
-    return h.scatter_add(1, index3, delta * weight.unsqueeze(-1).to(delta.dtype))
+    return h.scatter_add(1, index3, (delta * weight.unsqueeze(-1).to(delta.dtype)).to(h.dtype))  # autocast
+
+
+def _apply_rows(block: Block, h: Tensor, rows: Tensor, index: Tensor, valid: Tensor, decision: Decision,
+                rope: Rotary, positions: Tensor, cache: LayerCache) -> Tensor:
+    """Cached decoding of a batch where only `rows` keep a token: the block runs on those samples alone
+    (padding every sample to one token would run the block on the whole batch whenever any sample needs
+    it). Their cache rows are read into a scratch cache and the new keys/values written back."""
+    index, valid = index[rows], valid[rows]
+    lengths = cache.lengths[rows]
+    need = int(lengths.max()) + index.shape[1] + 1  # + the scratch slot padded entries go to
+    sub = LayerCache(cache.k[:, :, :need].index_select(0, rows), cache.v[:, :, :need].index_select(0, rows),
+                     lengths.clone())
+    x = h[rows]
+    index3 = index.unsqueeze(-1).expand(-1, -1, h.shape[-1])
+    kept_positions = positions[rows].gather(1, index)
+    delta = block.residual(x.gather(1, index3), rope, kept_positions, cache=sub, valid=valid)
+    low, high = int(lengths.min()), int(sub.lengths.max())
+    cache.k[:, :, low:high].index_copy_(0, rows, sub.k[:, :, low:high])
+    cache.v[:, :, low:high].index_copy_(0, rows, sub.v[:, :, low:high])
+    cache.lengths.index_copy_(0, rows, sub.lengths)
+    weight = (decision.gate[rows].gather(1, index) * valid).unsqueeze(-1)
+    return h.index_copy(0, rows, x.scatter_add(1, index3, (delta * weight.to(delta.dtype)).to(h.dtype)))
 
 
 def apply_masked(block: Block, h: Tensor, decision: Decision, rope: Rotary, positions: Tensor,
