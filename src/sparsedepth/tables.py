@@ -388,7 +388,7 @@ def format_bench(table: pd.DataFrame, bench: pd.DataFrame, kind: str = "prefill"
 def _best_routed(cell: pd.DataFrame) -> str | None:
     """The routed arm with the lowest mean validation loss in a (model, dataset) cell, among arms that infer
     causally (a non-causal top-k arm cannot generate text, so it is an upper bound, not a contender)."""
-    causal = cell[(cell["arm"] != BASELINE) & (cell["mode"] == "causal")]
+    causal = cell[(cell["router"] != BASELINE) & (cell["mode"] == "causal")]  # routers, not dense variants
     means = causal.groupby("arm")["val_loss"].mean().dropna()
     return None if means.empty else str(means.idxmin())
 
