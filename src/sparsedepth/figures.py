@@ -48,7 +48,8 @@ class FigureError(TableError):
 def arm_palette(arms: Sequence[str]) -> dict[str, tuple]:
     """One colour per trained variant (an arm's inference modes share it), stable across figures."""
     variants = list(dict.fromkeys(base_variant(a) for a in arm_order(arms)))
-    colours = sns.color_palette("tab10", max(10, len(variants)))
+    name = "tab10" if len(variants) <= 10 else "tab20" if len(variants) <= 20 else "husl"  # never cycle
+    colours = sns.color_palette(name, max(10, len(variants)))
     by_variant = {v: colours[i % len(colours)] for i, v in enumerate(variants)}
     return {a: by_variant[base_variant(a)] for a in arms}
 

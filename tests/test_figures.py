@@ -1,0 +1,22 @@
+"""Figure helpers whose mistakes would mislead a reader: colours that repeat, a wrong Pareto front."""
+
+import pandas as pd
+
+from sparsedepth.figures import arm_palette, pareto_front
+
+
+def test_every_variant_gets_its_own_colour_and_modes_share_it():
+    arms = ["dense", "mod", "mod[topk]"] + [f"arm{i}" for i in range(16)]
+    palette = arm_palette(arms)
+    variants = [a for a in arms if "[" not in a]
+    assert len({tuple(palette[a]) for a in variants}) == len(variants)
+    assert palette["mod"] == palette["mod[topk]"]
+
+
+def test_pareto_front_keeps_only_undominated_arms():
+    points = pd.DataFrame({
+        "model": "m", "dataset": "d", "arm": ["dense", "cheap-good", "cheap-bad", "dear-bad"],
+        "x": [10.0, 5.0, 5.0, 12.0], "y": [3.0, 2.9, 3.5, 3.2],
+    })
+    front = pareto_front(points)
+    assert set(front["arm"]) == {"cheap-good"}
