@@ -544,18 +544,6 @@ def depth_html(depths: pd.DataFrame, n_layers: int) -> str:
     return '<div style="font-family:monospace;line-height:1.9">' + "".join(spans) + "</div>"
 
 
-def plot_token_depths(depths: pd.DataFrame, n_layers: int, title: str | None = None) -> Figure:
-    fig, ax = plt.subplots(figsize=(max(5.0, 0.22 * len(depths) + 1.0), 2.6))
-    ax.bar(depths["position"], depths["layers"], color=RUN_SKIP_COLOURS[1])
-    ax.set_xticks(depths["position"], [tick_label(t) for t in depths["token"]], rotation=90, fontsize=7)
-    ax.set_ylim(0, n_layers)
-    ax.set_ylabel("blocks run")
-    if title:
-        ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    return fig
-
-
 # --- command line ---
 
 

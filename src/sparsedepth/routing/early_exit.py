@@ -49,6 +49,7 @@ class EarlyExitRouter(Router):
         self.readout: Callable[[Tensor], Tensor] | None = None  # set by the model: shared norm + head
         self.exited: Tensor | None = None
         self.hidden: list[tuple[int, Tensor]] = []
+        self.phase = 0  # rotation phase of the current training step
 
     @property
     def propagates_state(self) -> bool:
@@ -60,12 +61,13 @@ class EarlyExitRouter(Router):
         self.hidden = []
         if self.training:
             self.steps += 1
+            self.phase = int(self.steps)  # read once per forward pass, not once per layer (a host sync)
 
     def decide(self, h: Tensor, layer: int) -> Decision:
         B, T = h.shape[:2]
         ones = torch.ones(B, T, dtype=h.dtype, device=h.device)
         if self.training:
-            if layer > 0 and self.exit_loss_weight > 0 and (layer + int(self.steps)) % self.rotation == 0:
+            if layer > 0 and self.exit_loss_weight > 0 and (layer + self.phase) % self.rotation == 0:
                 self.hidden.append((layer, h))
             drop = self.max_layer_dropout * layer / max(1, self.cfg.n_layers - 1)
             keep = (torch.rand(B, 1, device=h.device) >= drop).expand(B, T)
