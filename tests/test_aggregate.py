@@ -104,4 +104,6 @@ def test_real_tiny_run_trains_evaluates_and_aggregates(tmp_path):
     assert table.notna().all().all()
     assert (table["n_params"] == summary["n_params"]).all() and (table["steps"] == 4).all()
     assert (table["train_flops"] > 0).all()
-    assert (table["flops_per_token"] < table["dense_flops_per_token"]).all()
+    # top-k keeps exactly half the tokens; the causal rule of a 4-step model may still keep them all
+    topk = table[table["mode"] == "topk"]
+    assert (topk["flops_per_token"] < topk["dense_flops_per_token"]).all()

@@ -3,9 +3,12 @@
 from pathlib import Path
 
 import pytest
+import yaml
 
 from sparsedepth.config import ConfigError
-from sparsedepth.grid import RunKey, config_json, load_study, run_keys, train_config
+from sparsedepth.flops import train_flops_per_step
+from sparsedepth.grid import RunKey, config_json, iter_configs, load_study, main, run_keys, train_config
+from sparsedepth.train import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 STUDY = {
@@ -71,3 +74,78 @@ def test_schema_rejects_a_bad_value_naming_the_key(tmp_path):
     path.write_text(text)
     with pytest.raises(ConfigError, match="vocab_size"):
         load_study(path)
+
+
+# --- compute-matched training: a study-level FLOP budget ------------------------------------------------
+
+BUDGETED = {
+    **STUDY, "datasets": ["shakespeare"], "seeds": [0],
+    "train": {"warmup_steps": 10, "eval_every": 25, "checkpoint_every": 50, "log_every": 5},
+    "budget": {"flops_of": "dense", "steps": 100},
+    "variants": {
+        "dense": {"router": "dense"},
+        "dense-shallow": {"router": "dense", "scale": {"n_layers": 0.5}},
+        "mod": {"router": "mod", "capacity": 0.125},  # alternate blocks
+        "mor": {"router": "mor", "capacity": 0.5},  # every block
+    },
+}
+
+
+def budgeted(study: dict) -> dict[str, TrainConfig]:
+    return {key.variant: cfg for key, cfg in iter_configs(study)}
+
+
+def test_budget_matches_training_flops_and_scales_the_schedule():
+    configs = budgeted(BUDGETED)
+    budget = 100 * train_flops_per_step(configs["dense"])
+    assert configs["dense"].steps == 100
+    for name, cfg in configs.items():
+        assert cfg.steps * train_flops_per_step(cfg) == pytest.approx(budget, rel=0.02), name
+        scale = cfg.steps / 100
+        assert (cfg.warmup_steps, cfg.eval_every, cfg.checkpoint_every, cfg.log_every) == \
+            (round(10 * scale), round(25 * scale), round(50 * scale), round(5 * scale)), name
+    assert min(configs[n].steps for n in ("mod", "mor", "dense-shallow")) > 120
+    assert budgeted({**BUDGETED, "budget": {"flops": budget}}) == configs  # the same budget, absolute
+
+
+def test_without_budget_every_arm_trains_the_same_steps():
+    study = {key: value for key, value in BUDGETED.items() if key != "budget"}
+    assert {cfg.steps for cfg in budgeted({**study, "train": {"steps": 7}}).values()} == {7}
+
+
+def test_schedule_fields_scale_from_their_defaults_and_never_reach_zero():
+    configs = budgeted({**BUDGETED, "train": {"warmup_steps": 0}})
+    assert configs["dense"].eval_every == TrainConfig.eval_every  # given for the reference arm
+    assert configs["mod"].eval_every == round(TrainConfig.eval_every * configs["mod"].steps / 100)
+    assert all(cfg.warmup_steps == 0 for cfg in configs.values())
+    tiny = budgeted({**BUDGETED, "budget": {"flops_of": "dense", "steps": 1}})
+    assert all(cfg.steps >= 1 and cfg.log_every >= 1 and cfg.eval_every >= 1 for cfg in tiny.values())
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"budget": {"flops_of": "nope", "steps": 10}}, "budget.flops_of: unknown variant 'nope'"),
+    ({"budget": {"flops_of": "mod", "steps": 10},
+      "variants": {**BUDGETED["variants"], "mod": {"router": "mod", "datasets": ["wikipedia"]}}},
+     "variant 'mod' does not run on model 'S' × dataset 'shakespeare'"),
+    ({"train": {"steps": 5}}, "train.steps conflicts with budget"),
+    ({"budget": {"flops_of": "dense"}}, "budget must be"),
+    ({"budget": {"flops": -1.0}}, "budget.flops"),
+])
+def test_bad_budget_is_one_clear_error(change, message):
+    with pytest.raises(ConfigError, match=message):
+        budgeted({**BUDGETED, **change})
+
+
+def test_budget_validates_in_the_schema_and_the_grid_prints_steps_and_flops(tmp_path, capsys):
+    study = {key: value for key, value in BUDGETED.items() if key != "data_dir"}
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**study, "budget": {"flops_of": "dense", "steps": 100, "x": 1}}))
+    with pytest.raises(ConfigError, match="'x': 1} is not valid"):
+        load_study(path)
+    path.write_text(yaml.safe_dump(study))
+    assert main([str(path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "steps=100 train_flops=" in next(line for line in lines if "/dense/" in line)
+    path.write_text(yaml.safe_dump({**study, "budget": {"flops_of": "nope", "steps": 100}}))
+    assert main([str(path)]) == 2
+    assert capsys.readouterr().err.count("unknown variant 'nope'") == 1

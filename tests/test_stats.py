@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from scipy import stats as sps
 
-from sparsedepth.stats import STATS_COLUMNS, adjust, compare_to_baseline, main, paired_test
+from sparsedepth.stats import STATS_COLUMNS, adjust, compare_to_baseline, paired_test
 
 SEEDS = [0, 1, 2, 3, 4]
 
@@ -115,21 +115,3 @@ def test_duplicate_and_missing_columns_are_errors():
         compare_to_baseline(pd.concat([runs, runs.iloc[:1]]), "val_loss")
     with pytest.raises(ValueError, match="lacks column"):
         compare_to_baseline(runs, "nope")
-
-
-def test_cli_writes_all_metrics_and_errors_cleanly(tmp_path, capsys):
-    runs_csv, out = tmp_path / "runs.csv", tmp_path / "sub" / "stats.csv"
-    tidy(arms=("dense", "mod", "mod[topk]")).to_csv(runs_csv, index=False)
-    assert main(["--runs", str(runs_csv), "--out", str(out), "--correction", "bh"]) == 0
-    table = pd.read_csv(out)
-    assert len(table) == 8 and set(table["metric"]) == {"val_loss", "test_loss"}
-    assert (table["correction"] == "bh").all() and not list(tmp_path.glob("sub/*.tmp"))
-
-    assert main(["--runs", str(tmp_path / "absent.csv"), "--out", str(tmp_path / "x.csv")]) == 2
-    assert "not found" in capsys.readouterr().err
-    pd.DataFrame({"model": ["m"], "seed": [0]}).to_csv(tmp_path / "bad.csv", index=False)
-    assert main(["--runs", str(tmp_path / "bad.csv"), "--out", str(tmp_path / "x.csv")]) == 2
-    assert "lacks column" in capsys.readouterr().err
-    (tmp_path / "empty.csv").write_text("")
-    assert main(["--runs", str(tmp_path / "empty.csv"), "--out", str(tmp_path / "x.csv")]) == 2
-    assert not (tmp_path / "x.csv").exists() and not list(tmp_path.glob("*.tmp"))

@@ -52,7 +52,9 @@ def synthetic_results(seeds=(0, 1, 2), datasets=("shakespeare", "wiki_pedia")) -
                     "seed": seed, "capacity": cap, "mode": mode, "n_layers": 4, "d_model": 64,
                     "n_params": 250_000, "steps": 300, "batch_size": 16, "seq_len": 128, "val_loss": loss,
                     "val_ppl": float(np.exp(loss)), "test_loss": loss + 0.02,
-                    "test_ppl": float(np.exp(loss + 0.02)),
+                    "test_ppl": float(np.exp(loss + 0.02)), "val_bpb": loss / np.log(2) / 4,
+                    "test_bpb": (loss + 0.02) / np.log(2) / 4,
+                    "planned_train_flops": 3 * dense_flops * 300 * 16 * 128,
                     "layers_per_token": layers, "flops_per_token": flops,
                     "dense_flops_per_token": dense_flops,
                     "counted_flops_per_token": flops * 1.01, "train_flops": 3 * flops * 300 * 16 * 128,
@@ -64,10 +66,19 @@ def synthetic_results(seeds=(0, 1, 2), datasets=("shakespeare", "wiki_pedia")) -
     stats = []
     for (model, dataset, arm), g in runs[runs["arm"] != "dense"].groupby(["model", "dataset", "arm"]):
         d = ARMS[arm][5]
-        stats.append({"model": model, "dataset": dataset, "arm": arm, "metric": "val_loss", "n": len(g),
-                      "mean_diff": d, "ci_low": d - 0.01, "ci_high": d + 0.01, "p_t": 0.004,
-                      "p_wilcoxon": 0.25,
-                      "p_holm": 0.02 if abs(d) > 0.02 else 0.4, "d_z": 3.0})
+        primary = arm in ("seed", "mod")
+        p_adj = 0.02 if abs(d) > 0.02 else 0.4
+        verdict = ("worse" if d > 0 else "better") if p_adj < 0.05 else "no detectable difference"
+        stats.append({"model": model, "dataset": dataset, "hypothesis": f"{arm} vs dense",
+                      "family": "primary" if primary else "exploratory", "arm": arm, "reference": "dense",
+                      "candidates": 1, "split": "test", "unit": "segment", "n_seeds": len(g), "n_units": 40,
+                      "reference_bpb": 1.8, "arm_bpb": 1.8 + d, "effect": d, "rel_effect": d / 1.8,
+                      "ci_low": d - 0.01, "ci_high": d + 0.01, "se": 0.005, "p": p_adj / 2, "p_adj": p_adj,
+                      "p_t": 0.004, "p_t_adj": 0.01, "correction": "holm" if primary else "bh",
+                      "mde": 0.012 if primary else np.nan, "rel_mde": 0.012 / 1.8 if primary else np.nan,
+                      "sd_seed": 0.01, "sd_unit": 0.02,
+                      "verdict": verdict,
+                      "method": "crossed seed×unit bootstrap-t (Satterthwaite df)"})
     stats = pd.DataFrame(stats)
     bench = []
     for kind in ("train_step", "prefill", "decode"):

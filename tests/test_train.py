@@ -50,11 +50,24 @@ def test_resume_after_kill_is_exact(data_dir, tmp_path):
     resumed = train(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert resumed["final_train_loss"] == straight["final_train_loss"]
     assert resumed["val_loss"] == straight["val_loss"]
+    assert resumed["train_flops"] == straight["train_flops"]  # the counter is restored exactly
     strip = [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
              for line in (tmp_path / "resumed" / "metrics.jsonl").read_text().splitlines()]
     ref = [{k: v for k, v in json.loads(line).items() if k != "tokens_per_s"}
            for line in (tmp_path / "straight" / "metrics.jsonl").read_text().splitlines()]
     assert strip == ref
+
+
+def test_training_flops_are_counted_logged_and_match_the_plan(data_dir, tmp_path):
+    """MoD's top-k routing is exact, so the FLOPs spent equal the plan; the learning curve carries the
+    cumulative count, ending at the summary's."""
+    summary = train(tiny(data_dir, router="mod", capacity=0.125, steps=20, eval_every=5), tmp_path,
+                    progress=False)
+    assert summary["train_flops"] == pytest.approx(summary["planned_train_flops"], rel=1e-9)
+    spent = [r["train_flops"] for r in map(json.loads, (tmp_path / "metrics.jsonl").read_text().splitlines())
+             if "val_loss" in r]
+    assert len(spent) == 4 and all(a < b for a, b in zip(spent, spent[1:], strict=False))
+    assert spent[-1] == summary["train_flops"] and spent[0] == pytest.approx(spent[-1] / 4, rel=1e-9)
 
 
 def test_same_seed_same_metrics_and_different_seed_differs(data_dir, tmp_path):

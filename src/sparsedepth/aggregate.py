@@ -27,9 +27,10 @@ CAUSAL = "causal"
 
 RUNS_COLUMNS = [
     "model", "variant", "arm", "router", "dataset", "seed", "capacity", "mode", "n_layers", "d_model",
-    "n_params", "steps", "batch_size", "seq_len", "val_loss", "val_ppl", "test_loss", "test_ppl",
-    "layers_per_token", "flops_per_token", "dense_flops_per_token", "counted_flops_per_token", "train_flops",
-    "train_tokens_per_s", "causality_violation", "batch_leak", "run_dir",
+    "n_params", "steps", "batch_size", "seq_len", "val_loss", "val_ppl", "val_bpb", "test_loss", "test_ppl",
+    "test_bpb", "layers_per_token", "flops_per_token", "dense_flops_per_token", "counted_flops_per_token",
+    "train_flops", "planned_train_flops", "train_tokens_per_s", "causality_violation", "batch_leak",
+    "run_dir",
 ]
 SORT_KEYS = ["model", "dataset", "variant", "mode", "seed"]
 
@@ -67,7 +68,7 @@ def run_rows(run_dir: str | Path) -> list[dict]:
         if (config["dataset"], f"seed{config['seed']}") != (parts[-2], parts[-1]):
             raise AggregateError(f"{run_dir}: path says {parts[-2]}/{parts[-1]} but config.json says "
                                  f"{config['dataset']}/seed{config['seed']}")
-        tokens_per_step = config["steps"] * config["batch_size"] * config["seq_len"]
+        tokens = config["steps"] * config["batch_size"] * config["seq_len"]
         rows = []
         for mode, entry in evaluation["modes"].items():
             val, test = entry["validation"], entry["test"]
@@ -78,11 +79,14 @@ def run_rows(run_dir: str | Path) -> list[dict]:
                 "mode": mode, "n_layers": config["model"]["n_layers"], "d_model": config["model"]["d_model"],
                 "n_params": summary["n_params"], "steps": config["steps"], "batch_size": config["batch_size"],
                 "seq_len": config["seq_len"], "val_loss": val["loss"], "val_ppl": val["ppl"],
-                "test_loss": test["loss"], "test_ppl": test["ppl"],
+                "val_bpb": val.get("bpb"), "test_loss": test["loss"], "test_ppl": test["ppl"],
+                "test_bpb": test.get("bpb"),
                 "layers_per_token": val["layers_per_token"], "flops_per_token": val["flops_per_token"],
                 "dense_flops_per_token": val["dense_flops_per_token"],
                 "counted_flops_per_token": entry["counted_flops_per_token"],
-                "train_flops": entry["train_flops_per_token"] * tokens_per_step,
+                # what the run spent (counted by the training loop); older runs: the evaluated estimate
+                "train_flops": summary.get("train_flops", entry["train_flops_per_token"] * tokens),
+                "planned_train_flops": summary.get("planned_train_flops"),
                 "train_tokens_per_s": summary["train_tokens_per_s"],
                 "causality_violation": entry["causality_violation"], "batch_leak": entry["batch_leak"],
                 "run_dir": str(run_dir),
@@ -92,6 +96,40 @@ def run_rows(run_dir: str | Path) -> list[dict]:
     if not rows:
         raise AggregateError(f"{run_dir}: eval.json has no inference modes")
     return rows
+
+
+CURVES_COLUMNS = ["model", "variant", "dataset", "seed", "step", "steps", "train_flops", "val_loss",
+                  "run_dir"]
+
+
+def curve_rows(run_dir: str | Path) -> list[dict]:
+    """The learning curve of one run: each in-training validation of metrics.jsonl with the training FLOPs
+    spent by then (steps and FLOPs differ between arms under a compute budget; fractions do not)."""
+    run_dir = Path(run_dir)
+    parts = run_dir.parts
+    config = _read_json(run_dir, "config.json")
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        raise AggregateError(f"{run_dir}: missing metrics.jsonl (the run did not train here)")
+    rows = []
+    for n, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise AggregateError(f"{path}:{n}: not valid JSON: {e}") from None
+        if "val_loss" in record:
+            rows.append({"model": parts[-4], "variant": parts[-3], "dataset": config["dataset"],
+                         "seed": config["seed"], "step": record["step"], "steps": config["steps"],
+                         "train_flops": record.get("train_flops"), "val_loss": record["val_loss"],
+                         "run_dir": str(run_dir)})
+    return rows
+
+
+def collect_curves(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
+    rows = [row for run_dir in run_dirs for row in curve_rows(run_dir)]
+    table = pd.DataFrame(rows, columns=CURVES_COLUMNS)
+    keys = ["model", "dataset", "variant", "seed", "step"]
+    return table.sort_values(keys, kind="stable", ignore_index=True)
 
 
 def find_run_dirs(root: str | Path) -> list[Path]:
@@ -120,6 +158,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("run_dirs", nargs="*", help="run directories: results/runs/MODEL/VARIANT/DATASET/seedN")
     p.add_argument("--root", help="instead of listing them: every run directory under this root")
     p.add_argument("--out", required=True, help="where to write the CSV, e.g. results/runs.csv")
+    p.add_argument("--curves", help="also write the runs' learning curves (metrics.jsonl) to this CSV")
     return p
 
 
@@ -131,11 +170,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         table = collect_runs(args.root if args.root else args.run_dirs)
         if table.empty:
             raise AggregateError(f"no run directories under {args.root}")
+        curves = collect_curves(sorted(set(table["run_dir"]))) if args.curves else None
     except AggregateError as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     out = write_csv(table, args.out)
     print(f"wrote {out}: {len(table)} rows from {table['run_dir'].nunique()} runs")
+    if curves is not None:
+        print(f"wrote {write_csv(curves, args.curves)}: {len(curves)} validation points")
     return 0
 
 

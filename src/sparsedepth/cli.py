@@ -102,10 +102,11 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_run
 
-    result = evaluate_run(args.run, max_batches=args.max_batches, out_path=args.out)
+    result = evaluate_run(args.run, max_batches=args.max_batches, out_path=args.out, units_path=args.units,
+                          segment_tokens=args.segment_tokens)
     for mode, entry in result["modes"].items():
         v = entry["validation"]
-        print(f"{mode}: val loss {v['loss']:.4f}  ppl {v['ppl']:.2f}  "
+        print(f"{mode}: val loss {v['loss']:.4f}  ppl {v['ppl']:.2f}  bpb {v['bpb'] or float('nan'):.4f}  "
               f"layers/token {v['layers_per_token']:.2f}  "
               f"FLOPs/token {v['flops_per_token']:.3g}")
 
@@ -155,7 +156,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="val/test loss, perplexity, layers/token, FLOPs/token of a run")
     p.add_argument("--run", required=True, help="finished run directory")
     p.add_argument("--out", help="write the results as JSON here")
-    p.add_argument("--max-batches", type=int, default=None, help="cap the number of eval batches per split")
+    p.add_argument("--max-batches", type=int, default=None,
+                   help="cap the number of eval batches per split (default: the whole split)")
+    p.add_argument("--units", default=None, help="write the per-(document, segment) table as CSV here "
+                   "(columns mode,split,doc,segment,nats,tokens,bytes)")
+    p.add_argument("--segment-tokens", type=int, default=2048,
+                   help="targets per segment in --units (default: 2048)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="generate text from a finished run (cached, routed decoding)")

@@ -1,7 +1,8 @@
-"""Evaluation of a finished run: loss/perplexity, layers/token, FLOPs/token, and a causality probe.
+"""Evaluation of a finished run: loss/perplexity, bits per byte, layers/token, FLOPs/token, causality probes.
 
 Routers with a non-causal training rule (MoD's top-k) are evaluated in both inference modes, so the
-paper can show what causality costs.
+paper can show what causality costs. Whole splits are scored by default, and the per-(document, segment)
+units table (`units.py`) lets statistics resample documents rather than trust a handful of batches.
 """
 
 from __future__ import annotations
@@ -9,16 +10,24 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+import pandas as pd
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
+from .atomic import write_csv, write_text
 from .checkpoint import CheckpointError, load_weights
 from .config import load_file
 from .data import TokenData, eval_batches
-from .flops import counted_flops, dense_forward_flops, output_flops
+from .flops import counted_flops, dense_forward_flops, output_flops, train_step_flops
 from .model import SparseDepthModel
-from .train import TrainConfig, load_data, make_model
+from .train import TrainConfig, TrainingDiverged, load_data, make_model
+from .units import token_byte_lengths, unit_table
+
+UNITS_CSV_COLUMNS = ["mode", "split", "doc", "segment", "nats", "tokens", "bytes"]
 
 
 def load_run(run_dir: str | Path) -> tuple[SparseDepthModel, TrainConfig, TokenData]:
@@ -43,17 +52,42 @@ def set_mode(model: SparseDepthModel, mode: str) -> None:
         model.router.set_inference(mode)
 
 
+class NonFiniteLoss(TrainingDiverged):
+    """Evaluation met a NaN/inf loss: a broken model must fail loudly, never reach eval.json or the CSV.
+    (A TrainingDiverged, so the command line reports it as one line, exit 1.)"""
+
+
 @torch.no_grad()
-def evaluate_split(model: SparseDepthModel, tokens, batch_size: int, seq_len: int,
-                   max_batches: int | None = None) -> dict[str, float]:
-    loss_sum, n_tokens, layer_sum, flops = 0.0, 0, 0.0, 0.0
+def evaluate_split(model: SparseDepthModel, tokens: np.ndarray, batch_size: int, seq_len: int,
+                   max_batches: int | None = None, *, byte_lengths: np.ndarray, eot_id: int,
+                   segment_tokens: int = 2048) -> dict[str, Any]:
+    """Loss, bits per byte, layers and FLOPs per token over the split's non-overlapping windows.
+
+    With `max_batches` None every window is scored. `n_tokens` counts the targets actually scored: the
+    split's first token is never a target, and a tail shorter than one window (or everything past
+    `max_batches`) is not scored; `split_tokens` is the split's full length. `nats` is summed in float64
+    from per-token cross-entropies; `units` is the per-(document, segment) table of `units.unit_table`
+    (a DataFrame, not JSON: `evaluate_run` writes it as CSV)."""
+    n_windows = max(0, (len(tokens) - 1) // seq_len)
+    if max_batches is not None:
+        n_windows = min(n_windows, max_batches * batch_size)
+    nats = np.empty(n_windows * seq_len, dtype=np.float64)
+    filled, layer_sum, flops = 0, 0.0, 0.0
     for x, y in eval_batches(tokens, batch_size, seq_len, max_batches):
-        out = model(x, y)
-        loss_sum += out.loss.item() * y.numel()
-        n_tokens += y.numel()
-        layer_sum += out.layers_per_token.sum().item()
+        out = model(x)
+        token_nats = F.cross_entropy(out.logits.flatten(0, 1).float(), y.flatten(), reduction="none")
+        nats[filled : filled + y.numel()] = token_nats.double().numpy()
+        filled += y.numel()
+        layer_sum += out.layers_per_token.double().sum().item()
         flops += output_flops(model, out, x.shape[1])
-    loss = loss_sum / n_tokens
+    assert filled == len(nats), (filled, len(nats))
+    if not np.isfinite(nats).all():
+        bad = int(np.flatnonzero(~np.isfinite(nats))[0])
+        raise NonFiniteLoss(f"evaluation loss is {nats[bad]} at split position {bad + 1}: "
+                            "the model is broken (non-finite weights or logits)")
+    units = unit_table(nats, tokens, eot_id, byte_lengths, segment_tokens)
+    n_tokens, total, n_bytes = len(nats), float(nats.sum()), int(units["bytes"].sum())
+    loss = total / n_tokens
     return {
         "loss": loss,
         "ppl": math.exp(loss),
@@ -61,6 +95,13 @@ def evaluate_split(model: SparseDepthModel, tokens, batch_size: int, seq_len: in
         "flops_per_token": flops / n_tokens,
         "dense_flops_per_token": dense_forward_flops(model.cfg, 1, seq_len) / seq_len,
         "n_tokens": n_tokens,
+        "split_tokens": len(tokens),
+        "n_documents": int(units["doc"].nunique()),
+        "nats": total,
+        "bytes": n_bytes,
+        "bpb": total / (math.log(2) * n_bytes) if n_bytes else None,
+        "bytes_per_token": n_bytes / n_tokens,
+        "units": units,
     }
 
 
@@ -94,35 +135,46 @@ def batch_leak(model: SparseDepthModel, idx: Tensor, sample: int = 0, seed: int 
 @torch.no_grad()
 def training_flops_per_token(model: SparseDepthModel, idx: Tensor) -> float:
     """FLOPs per token of one training step under the training-mode routing rule: forward + backward,
-    taken as 3× the forward (the backward costs two matmuls per forward matmul)."""
+    taken as 3× the forward (the backward costs two matmuls per forward matmul), counted as the training
+    loop counts them (`flops.train_step_flops`)."""
     was_training = model.training
     model.train()
     torch.manual_seed(0)
     out = model(idx)
     model.train(was_training)
-    return 3.0 * output_flops(model, out, idx.shape[1]) / idx.numel()
+    return train_step_flops(model, out, idx.shape[1]) / idx.numel()
 
 
 def evaluate_run(
-    run_dir: str | Path, max_batches: int | None = None, out_path: str | Path | None = None
+    run_dir: str | Path, max_batches: int | None = None, out_path: str | Path | None = None,
+    units_path: str | Path | None = None, segment_tokens: int = 2048,
 ) -> dict:
-    """Evaluate a run on validation and test in every inference mode; optionally write JSON atomically."""
+    """Evaluate a run on the whole of validation and test (or `max_batches` batches) in every inference
+    mode; optionally write eval.json and the units CSV (mode, split, doc, segment, nats, tokens, bytes),
+    each atomically. The returned dict is eval.json's content."""
+    if segment_tokens < 1:  # before the (long) evaluation, not after it
+        raise ValueError(f"segment_tokens must be >= 1, got {segment_tokens}")
     model, cfg, data = load_run(run_dir)
+    byte_lengths = token_byte_lengths(data.tokenizer)
     probe = next(eval_batches(data.validation, min(4, cfg.batch_size), cfg.seq_len, 1))[0]
     result = {"run_dir": str(run_dir), "router": cfg.router, "dataset": cfg.dataset, "seed": cfg.seed,
-              "capacity": cfg.capacity, "modes": {}}
+              "capacity": cfg.capacity, "segment_tokens": segment_tokens, "modes": {}}
+    tables = []
     for mode in inference_modes(model):
         set_mode(model, mode)
-        entry = {split: evaluate_split(model, getattr(data, split), cfg.batch_size, cfg.seq_len, max_batches)
-                 for split in ("validation", "test")}
+        entry = {}
+        for split in ("validation", "test"):
+            entry[split] = evaluate_split(model, data.split(split), cfg.batch_size, cfg.seq_len, max_batches,
+                                          byte_lengths=byte_lengths, eot_id=data.eot_id,
+                                          segment_tokens=segment_tokens)
+            tables.append(entry[split].pop("units").assign(mode=mode, split=split))
         entry["counted_flops_per_token"] = counted_flops(lambda: model(probe)) / probe.numel()
         entry["train_flops_per_token"] = training_flops_per_token(model, probe)
         entry["causality_violation"] = causality_violation(model, probe, cfg.seq_len // 2)
         entry["batch_leak"] = batch_leak(model, probe) if probe.shape[0] > 1 else 0.0
         result["modes"][mode] = entry
+    if units_path is not None:
+        write_csv(pd.concat(tables, ignore_index=True)[UNITS_CSV_COLUMNS], units_path)
     if out_path is not None:
-        out_path = Path(out_path)
-        tmp = out_path.with_suffix(".tmp")
-        tmp.write_text(json.dumps(result, indent=1))
-        tmp.rename(out_path)
+        write_text(json.dumps(result, indent=1), out_path)
     return result

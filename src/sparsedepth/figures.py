@@ -28,6 +28,7 @@ from matplotlib.colors import ListedColormap
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter
 
+from .aggregate import arm_name
 from .tables import BASELINE, TableError, arm_order, base_variant, ci_half_width, read_csv, require
 
 EXIT_USER_ERROR = 2
@@ -94,7 +95,7 @@ def save(fig: Figure, out: str | Path) -> tuple[Path, Path]:
 
 # --- Pareto: validation loss against cost ---
 
-RUNS_COLUMNS = ("model", "dataset", "arm", "seed", "mode", "router", "val_loss")
+RUNS_COLUMNS = ("model", "dataset", "arm", "seed", "mode", "router")
 
 
 def arm_points(runs: pd.DataFrame, x: str, y: str = "val_loss") -> pd.DataFrame:
@@ -170,13 +171,15 @@ def plot_cost_loss(points: pd.DataFrame, xlabel: str, ylabel: str = "validation 
 def figure_pareto(runs: pd.DataFrame) -> Figure:
     if runs.empty:
         return plot_cost_loss(pd.DataFrame(), "")
-    return plot_cost_loss(arm_points(runs, "flops_per_token"), "inference FLOPs / token")
+    return plot_cost_loss(arm_points(runs, "flops_per_token", "test_bpb"), "inference FLOPs / token",
+                          "test bits per byte")
 
 
 def figure_train_flops(runs: pd.DataFrame) -> Figure:
     if runs.empty:
         return plot_cost_loss(pd.DataFrame(), "")
-    return plot_cost_loss(arm_points(runs, "train_flops"), "training FLOPs (whole run)")
+    return plot_cost_loss(arm_points(runs, "train_flops", "test_bpb"), "training FLOPs spent (whole run)",
+                          "test bits per byte")
 
 
 # --- finished run directories ---
@@ -224,10 +227,6 @@ def _modes(model) -> list[str]:
     return inference_modes(model)
 
 
-def _arm(variant: str, mode: str) -> str:
-    return variant if mode == "causal" else f"{variant}[{mode}]"
-
-
 # --- layers per token ---
 
 
@@ -245,8 +244,8 @@ def layers_samples(run_dirs: dict[str, str | Path], max_batches: int = 4) -> pd.
             counts = [model(x).layers_per_token.flatten()
                       for x, _ in eval_batches(data.validation, cfg.batch_size, cfg.seq_len, max_batches)]
             layers = torch.cat(counts).round().long().numpy()
-            frames.append(pd.DataFrame({"arm": _arm(variant, mode), "router": cfg.router, "layers": layers,
-                                        "n_layers": cfg.model.n_layers}))
+            frames.append(pd.DataFrame({"arm": arm_name(variant, mode), "router": cfg.router,
+                                        "layers": layers, "n_layers": cfg.model.n_layers}))
     return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["arm", "router", "layers", "n_layers"])
 
@@ -304,7 +303,7 @@ def routing_maps(run_dirs: dict[str, str | Path], n_tokens: int = 48, start: int
         for mode in _modes(model):
             set_mode(model, mode)
             routing = model(idx).routing[0, :shown].numpy()  # [T, L]
-            maps.append({"arm": _arm(variant, mode), "router": cfg.router, "tokens": tokens,
+            maps.append({"arm": arm_name(variant, mode), "router": cfg.router, "tokens": tokens,
                          "routing": routing, "routed_layers": list(model.router.routed_layers)})
     return maps
 
@@ -440,7 +439,7 @@ def attention_for_run(run_dir: str | Path, variant: str, n_tokens: int = 32, sta
         raise FigureError(f"variant {variant!r} (router {cfg.router}) routes no block; pick a routed variant")
     layer = choose_layer(model, idx) if layer is None else layer
     att = attention_probs(model, idx, layer)
-    att["arm"] = _arm(variant, mode)
+    att["arm"] = arm_name(variant, mode)
     return att, [data.tokenizer.decode([int(i)]) for i in idx[0]]
 
 
@@ -589,6 +588,12 @@ def _attention(args) -> Figure:
     return message_figure("attention heatmap not drawn:\n" + "\n".join(reasons))
 
 
+def _learning_curve(args) -> Figure:
+    from .study.curves import figure_learning_curve
+
+    return figure_learning_curve(read_csv(args.curves))
+
+
 FIGURES: dict[str, Callable[[argparse.Namespace], Figure]] = {
     "pareto": lambda a: figure_pareto(read_csv(a.runs)),
     "train_flops": lambda a: figure_train_flops(read_csv(a.runs)),
@@ -596,6 +601,7 @@ FIGURES: dict[str, Callable[[argparse.Namespace], Figure]] = {
     "routing_map": _routing_map,
     "speed": lambda a: figure_speed(read_csv(a.bench)),
     "attention": _attention,
+    "learning_curve": _learning_curve,
 }
 
 
@@ -605,6 +611,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--runs", default="results/runs.csv", help="tidy runs table")
     p.add_argument("--stats", default="results/stats.csv", help="paired statistics table")
     p.add_argument("--bench", default="results/bench/bench.csv", help="benchmark table")
+    p.add_argument("--curves", default="results/curves.csv", help="learning curves (sparsedepth.aggregate)")
     p.add_argument("--runs-dir", default="results/runs", help="run directories (for per-token figures)")
     p.add_argument("--out", required=True, help="output PDF; a PNG is written next to it")
     p.add_argument("--model", help="model of the run cell (default: the cell with most variants)")

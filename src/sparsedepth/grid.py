@@ -4,11 +4,19 @@ The Snakefile only asks this module which runs exist and what each one's config 
 (model, variant, dataset, seed) to a training run lives in one tested place instead of in workflow code.
 A *variant* is a named arm of the study: a router + capacity + options, optionally with its model scaled
 (the iso-FLOP dense baselines are `dense` with fewer layers or a narrower width).
+
+A study-level `budget` matches training compute instead of steps (Mixture-of-Depths' isoFLOP protocol):
+every run of a model × dataset cell gets steps = round(budget / its analytic training FLOPs per step), so
+arms that skip blocks train longer. The budget is N steps of a named variant (`{flops_of: V, steps: N}`)
+or absolute (`{flops: F}`). The step-denominated schedule fields are given for the reference arm (V, or
+for an absolute budget the cell's unscaled dense model) and scale with each arm's steps, so every arm's
+learning-rate schedule has the same shape and it is evaluated at the same fractions of the budget.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -16,9 +24,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .config import ConfigError, ModelConfig, to_dict
+from .flops import train_flops_per_step
 from .train import TrainConfig
 
 SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEDULE = ("warmup_steps", "eval_every", "checkpoint_every", "log_every")  # scale with a run's steps
 
 
 @dataclass(frozen=True)
@@ -53,15 +63,25 @@ def _applies(variant: dict, model: str, dataset: str) -> bool:
     return model in variant.get("models", [model]) and dataset in variant.get("datasets", [dataset])
 
 
+def variant_seeds(study: dict, variant: str) -> list[int]:
+    """A variant's seeds: the study's, or a subset of them (exploratory arms may run fewer). A seed outside
+    the study's list would have no dense partner to be paired with, so it is an error."""
+    seeds = study["variants"][variant].get("seeds", study["seeds"])
+    extra = sorted(set(seeds) - set(study["seeds"]))
+    if extra:
+        raise ConfigError(f"variants.{variant}.seeds: {extra} not among the study's seeds {study['seeds']}")
+    return list(seeds)
+
+
 def run_keys(study: dict) -> list[RunKey]:
     """Every run of the grid; seeds are shared across variants so comparisons can be paired."""
     return [RunKey(m, v, d, s)
             for m in study["models"] for v, spec in study["variants"].items() for d in study["datasets"]
-            if _applies(spec, m, d) for s in study["seeds"]]
+            if _applies(spec, m, d) for s in variant_seeds(study, v)]
 
 
-def train_config(study: dict, key: RunKey) -> TrainConfig:
-    """The resolved, validated TrainConfig of one run."""
+def _fields(study: dict, key: RunKey) -> dict:
+    """The run's TrainConfig fields before any budget is applied."""
     if key.model not in study["models"]:
         raise ConfigError(f"unknown model {key.model!r}; the grid has: {', '.join(study['models'])}")
     if key.variant not in study["variants"]:
@@ -83,7 +103,70 @@ def train_config(study: dict, key: RunKey) -> TrainConfig:
         fields["route_every"] = spec["route_every"]
     if key.dataset in study.get("data_paths", {}):
         fields["data_path"] = study["data_paths"][key.dataset]
-    return TrainConfig.from_dict(fields)
+    return fields
+
+
+def train_config(study: dict, key: RunKey) -> TrainConfig:
+    """The resolved, validated TrainConfig of one run (its steps set by the study's budget, if any)."""
+    fields = _fields(study, key)
+    if study.get("budget") is None:
+        return TrainConfig.from_dict(fields)
+    flops, ref_steps = cell_budget(study, key)
+    steps = steps_for_budget(TrainConfig.from_dict({**fields, "steps": max(1, round(ref_steps))}), flops)
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    for name in SCHEDULE:
+        value = fields.get(name, defaults[name])
+        fields[name] = value and max(1, round(value * steps / ref_steps))  # a warm-up of 0 stays 0
+    return TrainConfig.from_dict({**fields, "steps": steps})
+
+
+def _check_budget(study: dict) -> dict:
+    budget = study["budget"]
+    shapes = ({"flops_of", "steps"}, {"flops"})
+    if not isinstance(budget, dict) or set(budget) not in shapes:
+        raise ConfigError(f"budget must be {{flops_of: <variant>, steps: N}} or {{flops: <number>}}, "
+                          f"got {budget!r}")
+    if "steps" in budget and not (isinstance(budget["steps"], int) and budget["steps"] >= 1):
+        raise ConfigError(f"budget.steps must be an integer ≥ 1, got {budget['steps']!r}")
+    if "flops" in budget and not (isinstance(budget["flops"], int | float) and budget["flops"] > 0):
+        raise ConfigError(f"budget.flops must be a number > 0, got {budget['flops']!r}")
+    if "steps" in study.get("train", {}):
+        raise ConfigError("train.steps conflicts with budget: with a budget every run's steps follow from "
+                          "it (remove train.steps)")
+    return budget
+
+
+def cell_budget(study: dict, key: RunKey) -> tuple[float, float]:
+    """The training-FLOP budget of `key`'s model × dataset cell, and the steps of the reference arm the
+    schedule fields are given for (the `flops_of` variant, or the cell's unscaled dense model)."""
+    budget = _check_budget(study)
+    if "flops" in budget:
+        fields = {**_fields(study, key), "router": "dense", "capacity": 1.0, "router_options": {},
+                  "model": dict(study["models"][key.model])}
+        fields.pop("route_every", None)
+        return float(budget["flops"]), budget["flops"] / train_flops_per_step(TrainConfig.from_dict(fields))
+    name, steps = budget["flops_of"], budget["steps"]
+    if name not in study["variants"]:
+        raise ConfigError(f"budget.flops_of: unknown variant {name!r}; the grid has: "
+                          f"{', '.join(study['variants'])}")
+    if not _applies(study["variants"][name], key.model, key.dataset):
+        raise ConfigError(f"budget.flops_of: variant {name!r} does not run on model {key.model!r} × dataset "
+                          f"{key.dataset!r}, so it cannot set that cell's budget")
+    ref = TrainConfig.from_dict({**_fields(study, dataclasses.replace(key, variant=name)), "steps": steps})
+    return steps * train_flops_per_step(ref), float(steps)
+
+
+def steps_for_budget(cfg: TrainConfig, flops: float, vocab_size: int | None = None) -> int:
+    """The step count whose planned training FLOPs come closest to `flops`, starting from `cfg.steps`.
+    The cost per step depends on the step count only through schedules tied to the run's length
+    (a capacity curriculum, early exit's rotation), so a few fixed-point rounds settle it."""
+    steps = cfg.steps
+    for _ in range(10):
+        new = max(1, round(flops / train_flops_per_step(dataclasses.replace(cfg, steps=steps), vocab_size)))
+        if new == steps:
+            break
+        steps = new
+    return steps
 
 
 def iter_configs(study: dict) -> Iterator[tuple[RunKey, TrainConfig]]:
@@ -122,7 +205,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     for key, cfg in configs:
         print(f"{key.path}  router={cfg.router} capacity={cfg.capacity} layers={cfg.model.n_layers} "
-              f"d_model={cfg.model.d_model}")
+              f"d_model={cfg.model.d_model} steps={cfg.steps} "
+              f"train_flops={cfg.steps * train_flops_per_step(cfg):.4g}")
     print(f"{len(configs)} runs")
     return 0
 

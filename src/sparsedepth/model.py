@@ -212,10 +212,12 @@ class SparseDepthModel(nn.Module):
         self.router.readout = self.readout  # shared head for routers that read out early (early exit)
         self.routed = set(router.routed_layers)
         self.hard_skip = True  # False: the masked reference path (same outputs, no savings)
-        self.apply(self._init_weights)
-        for name, p in self.named_parameters():
+        for trunk in (self.wte, self.blocks, self.norm_f):
+            trunk.apply(self._init_weights)
+        for name, p in self.blocks.named_parameters():
             if name.endswith(("attn.out.weight", "mlp.proj.weight")):
                 nn.init.normal_(p, std=0.02 / (2 * cfg.n_layers) ** 0.5)
+        self.router.apply(self._init_weights)  # last, so the trunk's draws never depend on the router
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -292,4 +294,9 @@ def build_model(
         raise ConfigError(f"unknown router {router!r}; known: {', '.join(sorted(ROUTERS))}")
     cls = ROUTERS[router]
     layers = [] if router == "dense" else routed_layers(cfg.n_layers, route_every or cls.default_route_every)
-    return SparseDepthModel(cfg, cls(cfg, capacity, layers, **router_options))
+    # Common random numbers: the router is built without drawing from the global RNG (the model re-inits
+    # its weights after the trunk's anyway), so for one seed every arm's shared trunk starts from the same
+    # weights and paired comparisons see the router's effect, not a different initialisation.
+    with torch.random.fork_rng(devices=[]):
+        chosen = cls(cfg, capacity, layers, **router_options)
+    return SparseDepthModel(cfg, chosen)

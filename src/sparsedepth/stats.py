@@ -1,12 +1,12 @@
-"""Paired significance tests of each arm against the baseline, over seeds shared within a cell.
+"""Statistics of the study: the command that tests its hypotheses, and seed-level paired tests.
 
-    python -m sparsedepth.stats --runs results/runs.csv --out results/stats.csv \\
-        [--metric val_loss --metric test_loss] [--correction holm|bh] [--baseline dense]
+    python -m sparsedepth.stats --runs results/runs.csv --units RUN_DIR/units.csv ... \\
+        --primaries '[{"arm": "seed", "reference": "dense"}]' --baseline dense --out results/stats.csv
 
-Why paired: every arm is trained on the same seeds as the baseline (same data order, same init stream), so
-seed-to-seed variance cancels in the per-seed difference `arm − baseline`. Everything here is scipy's
-(t-test, Wilcoxon, BCa bootstrap, BH); only Holm is a few lines of our own, as statsmodels is not a
-dependency. The edge cases of tiny studies (2 seeds, identical runs) give defined answers, not warnings.
+The command tests the grid's declared primaries and every other arm in bits per byte, resampling seeds and
+documents (`sparsedepth.study.hypotheses`). The seed-level helpers below (paired t / Wilcoxon, BCa CI,
+Holm, BH) are scipy's; only Holm is a few lines of our own, as statsmodels is not a dependency. Tiny studies
+(2 seeds, identical runs) give defined answers, not warnings.
 """
 
 from __future__ import annotations
@@ -152,19 +152,32 @@ def compare_to_baseline(runs: pd.DataFrame, metric: str, baseline: str = "dense"
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sparsedepth.stats",
-                                description="Paired tests of every arm against the baseline.")
+    p = argparse.ArgumentParser(
+        prog="python -m sparsedepth.stats",
+        description="The study's hypotheses: declared primaries (Holm) and every other arm against the "
+                    "baseline (exploratory, BH), in bits per byte, by a paired hierarchical bootstrap over "
+                    "seeds and documents (sparsedepth.study.hypotheses).")
     p.add_argument("--runs", required=True, help="the tidy runs table, e.g. results/runs.csv")
+    p.add_argument("--units", nargs="+", required=True,
+                   help="the per-unit tables of the runs (RUN_DIR/units.csv, written by `evaluate --units`)")
     p.add_argument("--out", required=True, help="where to write the stats CSV")
-    p.add_argument("--metric", action="append", help="repeatable (default: val_loss, test_loss)")
-    p.add_argument("--correction", choices=CORRECTIONS, default="holm")
+    p.add_argument("--primaries", default="[]",
+                   help='JSON list of primary comparisons: {"arm": A, "reference": B} or '
+                        '{"best_of": [A, ...], "reference": B} (the grid config\'s `primaries:`)')
     p.add_argument("--baseline", default="dense", help="the arm every other arm is compared with")
+    p.add_argument("--split", default="test", choices=["validation", "test"], help="the split tested")
+    p.add_argument("--unit", default="auto", choices=["auto", "document", "segment"],
+                   help="resampling unit within a seed (auto: documents when the split has >= 30)")
+    p.add_argument("--alpha", type=float, default=0.05, help="level of every test, after correction")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    import json
+
+    from .study.hypotheses import HypothesisError, load_units, run_hypotheses
+
     args = parser().parse_args(argv)
-    metrics = args.metric or ["val_loss", "test_loss"]
     try:
         if not Path(args.runs).is_file():
             raise ValueError(f"runs table not found: {args.runs}")
@@ -172,13 +185,26 @@ def main(argv: Sequence[str] | None = None) -> int:
             runs = pd.read_csv(args.runs)
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
             raise ValueError(f"cannot read {args.runs} as CSV: {e}") from None
-        table = pd.concat([compare_to_baseline(runs, m, baseline=args.baseline, correction=args.correction)
-                           for m in metrics], ignore_index=True)
-    except ValueError as e:
+        try:
+            primaries = json.loads(args.primaries)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"--primaries is not JSON: {e}") from None
+        missing = [u for u in args.units if not Path(u).is_file()]
+        if missing:
+            raise ValueError(f"unit table not found: {missing[0]}")
+        units = load_units(args.units, runs)
+        table = run_hypotheses(runs, units, primaries, baseline=args.baseline, split=args.split,
+                               unit=args.unit, alpha=args.alpha)
+    except (ValueError, HypothesisError) as e:
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     out = write_csv(table, args.out)
-    print(f"wrote {out}: {len(table)} rows")
+    primary = table[table["family"] == "primary"]
+    print(f"wrote {out}: {len(table)} hypotheses, {len(primary)} primary")
+    for row in primary.itertuples():
+        print(f"  {row.model}/{row.dataset} {row.hypothesis}: {row.arm} {row.effect:+.4f} bpb "
+              f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}] p_holm={row.p_adj:.3g} MDE={row.mde:.4f} "
+              f"-> {row.verdict}")
     return 0
 
 

@@ -34,7 +34,7 @@ ALPHA = 0.05
 # Column names accepted from results/stats.csv (the first present wins), so the table does not break if
 # sparsedepth.stats names its columns slightly differently.
 STATS_ALIASES: dict[str, tuple[str, ...]] = {
-    "diff": ("mean_diff", "diff", "delta", "mean_delta", "estimate"),
+    "diff": ("effect", "mean_diff", "diff", "delta", "mean_delta", "estimate"),
     "p_holm": ("p_holm", "p_t_holm", "p_holm_t", "holm_p", "p_adj", "p_adjusted"),
     "ci_low": ("ci_low", "ci_lo", "bca_low", "diff_ci_low"),
     "ci_high": ("ci_high", "ci_hi", "bca_high", "diff_ci_high"),
@@ -195,20 +195,23 @@ def stats_column(stats: pd.DataFrame, key: str) -> str | None:
     return next((c for c in STATS_ALIASES[key] if c in stats.columns), None)
 
 
-def stats_rows(stats: pd.DataFrame, metric: str = "val_loss") -> pd.DataFrame:
+def stats_rows(stats: pd.DataFrame, metric: str = "test_bpb") -> pd.DataFrame:
     """The stats rows of one metric, with canonical columns diff / p_holm / ci_low / ci_high."""
-    cols = ["model", "dataset", "arm", *STATS_ALIASES]
+    cols = ["model", "dataset", "arm", "family", *STATS_ALIASES]
     if stats.empty or not {"model", "dataset", "arm"} <= set(stats.columns):
         return pd.DataFrame(columns=cols)
     df = stats[stats["metric"] == metric] if "metric" in stats.columns else stats
+    if "reference" in df.columns:  # hypotheses table: the comparisons with the baseline (a best-of
+        df = df[df["reference"] == BASELINE].drop_duplicates(["model", "dataset", "arm"])  # may repeat one)
     out = df[["model", "dataset", "arm"]].copy()
+    out["family"] = df["family"].to_numpy() if "family" in df.columns else ""
     for key in STATS_ALIASES:
         col = stats_column(df, key)
         out[key] = df[col].astype(float) if col else np.nan
     return out.reset_index(drop=True)
 
 
-def paired_delta(runs: pd.DataFrame, metric: str = "val_loss") -> pd.DataFrame:
+def paired_delta(runs: pd.DataFrame, metric: str = "test_bpb") -> pd.DataFrame:
     """Mean over shared seeds of (arm − dense) per (model, dataset, arm): the fallback when stats.csv has
     no row for an arm (then no p-value is reported)."""
     rows = []
@@ -223,34 +226,39 @@ def paired_delta(runs: pd.DataFrame, metric: str = "val_loss") -> pd.DataFrame:
 
 # --- main table ---
 
-MAIN_COLUMNS = ("model", "dataset", "arm", "seed", "val_loss", "val_ppl", "layers_per_token",
-                "flops_per_token", "dense_flops_per_token", "train_tokens_per_s")
+MAIN_COLUMNS = ("model", "dataset", "arm", "seed", "val_loss", "val_ppl", "test_bpb", "layers_per_token",
+                "flops_per_token", "dense_flops_per_token", "train_flops", "steps", "train_tokens_per_s")
 
 
 def main_table(runs: pd.DataFrame, stats: pd.DataFrame) -> pd.DataFrame:
-    """Numbers of the main table, one row per (model, dataset, arm), baseline first in each cell."""
+    """Numbers of the main table, one row per (model, dataset, arm), baseline first in each cell: quality in
+    test bits per byte at matched training compute, the paired difference from the hypotheses table."""
     require(runs, MAIN_COLUMNS, "runs table")
     st = stats_rows(stats).set_index(["model", "dataset", "arm"])
     fallback = paired_delta(runs).set_index(["model", "dataset", "arm"])
     rows = []
     for (model, dataset), cell in runs.groupby(["model", "dataset"], sort=True):
         dense = cell.loc[cell["arm"] == BASELINE, "flops_per_token"].mean()
+        dense_train = cell.loc[cell["arm"] == BASELINE, "train_flops"].mean()
         for arm in arm_order(cell["arm"]):
             g = cell[cell["arm"] == arm]
             key = (model, dataset, arm)
             rel_to = dense if _finite(dense) else g["dense_flops_per_token"].mean()
             row = {
                 "model": model, "dataset": dataset, "arm": arm, "n_seeds": g["seed"].nunique(),
+                "test_bpb": g["test_bpb"].mean(), "test_bpb_ci": ci_half_width(g["test_bpb"]),
                 "val_ppl": g["val_ppl"].mean(), "val_ppl_ci": ci_half_width(g["val_ppl"]),
                 "val_loss": g["val_loss"].mean(), "layers_per_token": g["layers_per_token"].mean(),
                 "flops_per_token": g["flops_per_token"].mean(),
                 "flops_rel": g["flops_per_token"].mean() / rel_to,
+                "steps": g["steps"].mean(), "train_flops_rel": g["train_flops"].mean() / dense_train,
                 "train_tokens_per_s": g["train_tokens_per_s"].mean(),
-                "delta": np.nan, "p_holm": np.nan,
+                "delta": np.nan, "ci_low": np.nan, "ci_high": np.nan, "p_holm": np.nan, "family": "",
             }
             if arm != BASELINE:
                 if key in st.index:
-                    row["delta"], row["p_holm"] = st.loc[key, "diff"], st.loc[key, "p_holm"]
+                    for col in ("diff", "ci_low", "ci_high", "p_holm", "family"):
+                        row["delta" if col == "diff" else col] = st.loc[key, col]
                 elif key in fallback.index:
                     row["delta"] = fallback.loc[key, "diff"]
             rows.append(row)
@@ -296,26 +304,33 @@ def to_latex(disp: pd.DataFrame, keys: int, caption: str, label: str, rule_keys:
 
 def format_main(table: pd.DataFrame) -> str:
     if table.empty:
-        return empty_table("Validation perplexity, compute and quality difference per arm.", "tab:main",
+        return empty_table("Test bits per byte, compute and quality difference per arm.", "tab:main",
                            "no runs: results/runs.csv is missing or empty")
+    marks = {"primary": "$^{H}$", "exploratory": "$^{B}$"}
     disp = pd.DataFrame({
-        "Val. ppl": [fmt_pm(m, h) for m, h in zip(table["val_ppl"], table["val_ppl_ci"], strict=True)],
-        "Layers/tok": [fmt_num(x) for x in table["layers_per_token"]],
-        "FLOPs/tok": [fmt_si(x) for x in table["flops_per_token"]],
-        "rel.": [fmt_num(x) for x in table["flops_rel"]],
-        "Train tok/s": [fmt_int(x) for x in table["train_tokens_per_s"]],
-        r"$\Delta$ val loss": ["--" if a == BASELINE else fmt_signed(d)
-                               for a, d in zip(table["arm"], table["delta"], strict=True)],
-        r"$p_{\mathrm{Holm}}$": ["--" if a == BASELINE else fmt_p(p)
-                                for a, p in zip(table["arm"], table["p_holm"], strict=True)],
+        "Test bits/byte": [fmt_pm(m, h, 3) for m, h in zip(table["test_bpb"], table["test_bpb_ci"],
+                                                            strict=True)],
+        r"$\Delta$ bits/byte [95\% CI]": [
+            "--" if a == BASELINE else f"{fmt_signed(d, 4)} [{fmt_signed(lo, 4)}, {fmt_signed(hi, 4)}]"
+            for a, d, lo, hi in zip(table["arm"], table["delta"], table["ci_low"], table["ci_high"],
+                                    strict=True)],
+        r"$p_{\mathrm{adj}}$": ["--" if a == BASELINE else fmt_p(p) + marks.get(f, "")
+                                for a, p, f in zip(table["arm"], table["p_holm"], table["family"],
+                                                   strict=True)],
+        "Blocks/tok": [fmt_num(x) for x in table["layers_per_token"]],
+        "FLOPs/tok": [fmt_num(x) for x in table["flops_rel"]],
+        "Steps": [fmt_int(x) for x in table["steps"]],
+        "Train FLOPs": [fmt_num(x, 3) for x in table["train_flops_rel"]],
     })
     keys = pd.DataFrame({name: table[c].map(escape_latex).to_numpy()
                          for name, c in (("Model", "model"), ("Dataset", "dataset"), ("Arm", "arm"))})
     seeds = fmt_values(table["n_seeds"])
-    caption = (f"Validation perplexity (mean $\\pm$ 95\\% $t$-interval half-width over {seeds} seeds), "
-               "blocks run per token, inference FLOPs per token (and relative to the dense baseline of the "
-               "same cell), training throughput, and the paired difference in validation loss against dense "
-               "with its Holm-adjusted $p$-value (paired $t$-test across the whole family). Arms written "
+    caption = (f"Every arm at matched training compute: test bits per byte (mean $\\pm$ 95\\% $t$-interval "
+               f"half-width over {seeds} seeds), the paired difference from dense with its 95\\% CI and "
+               "adjusted $p$-value from the hierarchical bootstrap over seeds and documents "
+               "($^{H}$: a primary comparison, Holm; $^{B}$: exploratory, Benjamini--Hochberg), blocks run "
+               "per token, inference FLOPs per token relative to dense, training steps, and the training "
+               "FLOPs actually spent relative to dense (throughput: results/runs.csv). Arms written "
                "\\texttt{arm[topk]} use the non-causal top-$k$ rule at inference.")
     return to_latex(pd.concat([keys, disp], axis=1), 3, caption, "tab:main")
 
@@ -408,7 +423,8 @@ RUN_MACROS = (
     "NumComparisons", "NumSignificant", "NumBetterThanDense", "BestArmSummary", "PrimaryModel",
     "PrimaryDataset", "BestArm", "BestDelta", "BestP", "BestRelFlops", "DensePpl", "SeedDelta", "SeedP",
     "SeedLayers", "SeedFrozenDelta", "SeedFrozenP", "SeedFrozenLayers", "ModDelta", "ModTopkDelta", "ModGap",
-    "ModGapPairs", "MaxCausalViolation", "TopkCausalViolation", "MaxBatchLeak",
+    "ModGapPairs", "MaxCausalViolation", "TopkCausalViolation", "MaxBatchLeak", "DenseBpb",
+    "PlannedFlopsSpread", "SpentFlopsSpread",
 )
 BENCH_MACROS = (
     "DeviceName", "TargetRouter", "TargetBatch", "TargetSeqLen", "TargetCapacity", "TargetSpeedup",
@@ -476,6 +492,18 @@ def _run_numbers(runs: pd.DataFrame, stats: pd.DataFrame) -> dict[str, str]:
         m["BestRelFlops"] = fmt_num(cell.loc[best, "flops_rel"])
     if BASELINE in cell.index:
         m["DensePpl"] = fmt_pm(cell.loc[BASELINE, "val_ppl"], cell.loc[BASELINE, "val_ppl_ci"])
+        m["DenseBpb"] = fmt_pm(cell.loc[BASELINE, "test_bpb"], cell.loc[BASELINE, "test_bpb_ci"], 3)
+    # compute matching: largest deviation of any run's training FLOPs from its cell's dense mean
+    spreads = {}
+    for col in ("planned_train_flops", "train_flops"):
+        if col in runs and runs[col].notna().any():
+            dense_mean = runs[runs["arm"] == BASELINE].groupby(["model", "dataset"])[col].mean()
+            ref = runs.set_index(["model", "dataset"]).index.map(dense_mean.get)
+            spreads[col] = float(np.nanmax(np.abs(runs[col].to_numpy(float) / np.asarray(ref, float) - 1)))
+    if "planned_train_flops" in spreads:
+        m["PlannedFlopsSpread"] = f"{100 * spreads['planned_train_flops']:.1f}\\,\\%"
+    if "train_flops" in spreads:
+        m["SpentFlopsSpread"] = f"{100 * spreads['train_flops']:.1f}\\,\\%"
     for prefix, arm in (("Seed", "seed"), ("SeedFrozen", "seed-frozen"), ("Mod", "mod"),
                         ("ModTopk", "mod[topk]")):
         if arm in cell.index:
@@ -487,8 +515,8 @@ def _run_numbers(runs: pd.DataFrame, stats: pd.DataFrame) -> dict[str, str]:
     gaps = []
     for _, c in runs.groupby(["model", "dataset"]):
         for variant in sorted({base_variant(a) for a in c["arm"] if a.endswith("[topk]")}):
-            causal = c[c["arm"] == variant].groupby("seed")["val_loss"].mean()
-            topk = c[c["arm"] == f"{variant}[topk]"].groupby("seed")["val_loss"].mean()
+            causal = c[c["arm"] == variant].groupby("seed")["test_bpb"].mean()
+            topk = c[c["arm"] == f"{variant}[topk]"].groupby("seed")["test_bpb"].mean()
             gaps.extend((causal - topk).dropna().tolist())
     if gaps:
         m["ModGap"], m["ModGapPairs"] = fmt_signed(float(np.mean(gaps))), str(len(gaps))
@@ -556,9 +584,12 @@ def numbers(runs: pd.DataFrame, stats: pd.DataFrame, bench: pd.DataFrame, kind: 
     The names in RUN_MACROS and `Cpu`/`Gpu` + BENCH_MACROS are always defined (`n/a` / `not measured`
     when the data is absent), so the paper compiles on any results; per-cell names
     (`BestArm<Model><Dataset>`, ...) are added for each cell that has runs."""
+    from .study.report import hypothesis_numbers  # the study imports this module's formatting
+
     m = dict.fromkeys(RUN_MACROS, NA)
     if not runs.empty:
         m.update(_run_numbers(runs, stats))
+    m.update(hypothesis_numbers(stats))
     if not bench.empty:
         require(bench, BENCH_TABLE_COLUMNS, "bench table")
     for device, prefix in (("cpu", "Cpu"), ("cuda", "Gpu")):
@@ -609,7 +640,14 @@ def _numbers(a) -> str:
     return format_numbers(numbers(read_csv(a.runs), read_csv(a.stats), read_csv(a.bench), a.kind, a.router))
 
 
-TABLES: dict[str, Callable[[argparse.Namespace], str]] = {"main": _main, "bench": _bench, "numbers": _numbers}
+def _hypotheses(a) -> str:
+    from .study.report import format_hypotheses
+
+    return format_hypotheses(read_csv(a.stats))
+
+
+TABLES: dict[str, Callable[[argparse.Namespace], str]] = {"main": _main, "bench": _bench, "numbers": _numbers,
+                                                          "hypotheses": _hypotheses}
 
 
 def parser() -> argparse.ArgumentParser:

@@ -2,7 +2,9 @@
 
 Every run directory holds: config.json (resolved), metrics.jsonl, checkpoint/ (latest, for --resume),
 and on success model.safetensors + summary.json. A run that fails leaves no model.safetensors/summary.json,
-so a half-finished run can never pass for a finished one.
+so a half-finished run can never pass for a finished one. The training FLOPs spent (analytic, from each
+step's actual routing) are counted, checkpointed and logged with every validation loss, so learning curves
+can be compared at matched compute.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from tqdm import tqdm
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_weights
 from .config import ConfigError, ModelConfig, from_dict, to_dict
 from .data import TokenData, eval_batches, prepare, sample_batch
+from .flops import train_flops_per_step, train_step_flops
 from .model import SparseDepthModel, build_model
 from .routing import ROUTERS
 
@@ -152,9 +155,13 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
     data_rng = torch.Generator().manual_seed(cfg.seed)
     (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     metrics = out / "metrics.jsonl"
-    start = 0
+    start, spent = 0, 0.0  # spent: training FLOPs so far
     if resume and (out / "checkpoint").exists():
-        start = load_checkpoint(out / "checkpoint", model, opt, data_rng)["step"]
+        info = load_checkpoint(out / "checkpoint", model, opt, data_rng)
+        start = info["step"]
+        spent = info.get("train_flops")
+        if spent is None:  # a checkpoint from before the counter: assume the steps so far cost the plan
+            spent = start * train_flops_per_step(cfg, data.vocab_size)
         _truncate_metrics(metrics, start)
     elif resume:
         raise CheckpointError(f"--resume given but {out / 'checkpoint'} does not exist")
@@ -172,6 +179,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
         model.router.set_progress(step / cfg.steps)
         x, y = sample_batch(data.train, cfg.batch_size, cfg.seq_len, data_rng)
         output = model(x.to(device), y.to(device))
+        spent += train_step_flops(model, output, cfg.seq_len)
         aux = output.aux_loss if output.aux_loss is not None else torch.zeros((), device=device)
         total = output.loss + aux
         if not torch.isfinite(total):
@@ -197,9 +205,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
             calibrate(model, [x.to(device) for x, _ in
                               eval_batches(data.validation, cfg.batch_size, cfg.seq_len, cfg.eval_batches)])
         if done % cfg.eval_every == 0 or done == cfg.steps:
-            _append(metrics, {"step": done, "val_loss": validation_loss(model, data.validation, cfg, device)})
+            _append(metrics, {"step": done, "val_loss": validation_loss(model, data.validation, cfg, device),
+                              "train_flops": spent})
         if done % cfg.checkpoint_every == 0 or done == stop_after:
-            save_checkpoint(out / "checkpoint", model, opt, data_rng, {"step": done})
+            save_checkpoint(out / "checkpoint", model, opt, data_rng, {"step": done, "train_flops": spent})
         if done == stop_after and done < cfg.steps:
             return {"stopped_at": done}
         if logged:
@@ -209,6 +218,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
     speeds = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     summary = {
         "steps": cfg.steps,
+        "train_flops": spent,
+        "planned_train_flops": cfg.steps * train_flops_per_step(cfg, data.vocab_size),
         "final_train_loss": next(r["loss"] for r in reversed(records) if "loss" in r),
         "val_loss": next(r["val_loss"] for r in reversed(records) if "val_loss" in r),
         "train_tokens_per_s": sorted(speeds)[len(speeds) // 2],

@@ -1,9 +1,10 @@
 rule aggregate:
-    """One tidy row per run × inference mode (docs/CONTRACT.md)."""
+    """One tidy row per run × inference mode, and every run's learning curve (docs/CONTRACT.md)."""
     input:
         run_paths("eval.json"),
     output:
-        "results/runs.csv",
+        runs="results/runs.csv",
+        curves="results/curves.csv",
     params:
         runs=lambda w, input: [os.path.dirname(p) for p in input],
     log:
@@ -11,23 +12,28 @@ rule aggregate:
     conda:
         ENV
     shell:
-        "python -m sparsedepth.aggregate --out {output} {params.runs} > {log} 2>&1"
+        "python -m sparsedepth.aggregate --out {output.runs} --curves {output.curves} {params.runs} > {log} 2>&1"
 
 
 rule stats:
-    """Each arm vs the baseline per (model, dataset): paired t / Wilcoxon, BCa CIs, corrected p-values."""
+    """The declared primaries (Holm) and every other arm vs the baseline (BH), in bits per byte: a paired
+    hierarchical bootstrap over seeds and documents, the seed-level t-test beside it, MDE and verdict."""
     input:
-        "results/runs.csv",
+        runs="results/runs.csv",
+        units=run_paths("units.csv"),
     output:
         "results/stats.csv",
     params:
-        metrics=" ".join(f"--metric {m}" for m in config["stats"]["metrics"]),
-        correction=config["stats"]["correction"],
+        primaries=json.dumps(config["primaries"]),
+        split=config["stats"]["split"],
+        unit=config["stats"]["unit"],
+        alpha=config["stats"]["alpha"],
         baseline=config["baseline"],
     log:
         "results/logs/stats.log",
     conda:
         ENV
     shell:
-        "python -m sparsedepth.stats --runs {input} --out {output} {params.metrics} "
-        "--correction {params.correction} --baseline {params.baseline} > {log} 2>&1"
+        "python -m sparsedepth.stats --runs {input.runs} --units {input.units} --out {output} "
+        "--primaries {params.primaries:q} --baseline {params.baseline:q} --split {params.split} "
+        "--unit {params.unit} --alpha {params.alpha} > {log} 2>&1"

@@ -1,12 +1,13 @@
 # Helpers shared by the rules: paths of the grid's runs and of the final outputs.
+import json
 import os
 
 from sparsedepth.grid import RunKey
 
 ENV = "../../environment.yml"
 RUN_DIR = "results/runs/{model}/{variant}/{dataset}/seed{seed}"
-FIGURES = ["pareto", "train_flops", "layers_hist", "routing_map", "speed", "attention"]
-TABLES = ["main", "bench", "bench_seed", "numbers"]
+FIGURES = ["pareto", "train_flops", "learning_curve", "layers_hist", "routing_map", "speed", "attention"]
+TABLES = ["hypotheses", "main", "bench", "bench_seed", "numbers"]
 
 
 def data_dir(dataset):
@@ -15,6 +16,12 @@ def data_dir(dataset):
 
 def run_key(wildcards):
     return RunKey(wildcards.model, wildcards.variant, wildcards.dataset, int(wildcards.seed))
+
+
+def evaluate_limit():
+    """`--max-batches N` when the grid caps evaluation (a quick look); by default the whole split."""
+    limit = config["evaluate"].get("max_batches")
+    return f"--max-batches {int(limit)}" if limit else ""
 
 
 def run_paths(name):
@@ -34,12 +41,14 @@ def final_outputs():
 FIGURE_INPUTS = {
     "pareto": ["results/runs.csv"],
     "train_flops": ["results/runs.csv"],
+    "learning_curve": ["results/curves.csv"],
     "layers_hist": ["results/runs.csv"],
     "routing_map": ["results/runs.csv"],
     "attention": ["results/runs.csv"],
     "speed": ["results/bench/bench.csv"],
 }
 TABLE_INPUTS = {
+    "hypotheses": ["results/stats.csv"],
     "main": ["results/runs.csv", "results/stats.csv"],
     "bench": ["results/bench/bench.csv"],
     "bench_seed": ["results/bench/bench.csv"],

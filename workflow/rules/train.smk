@@ -19,20 +19,23 @@ rule train:
 
 
 rule evaluate:
-    """Validation/test loss, layers/token, FLOPs/token and the causality probes, per inference mode."""
+    """The whole validation and test splits per inference mode: loss, bits/byte, layers & FLOPs/token, the
+    causality probes (eval.json), and summed nats/tokens/bytes per document × segment (units.csv)."""
     input:
         summary=f"{RUN_DIR}/summary.json",
         weights=f"{RUN_DIR}/model.safetensors",
     output:
-        f"{RUN_DIR}/eval.json",
+        eval=f"{RUN_DIR}/eval.json",
+        units=f"{RUN_DIR}/units.csv",
     params:
         run=lambda w, input: os.path.dirname(input.summary),
-        max_batches=config["evaluate"]["max_batches"],
+        limit=evaluate_limit(),
+        segment=config["evaluate"]["segment_tokens"],
     threads: max(1, config["threads"])
     log:
         "results/logs/evaluate/{model}/{variant}/{dataset}/seed{seed}.log",
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} python -m sparsedepth evaluate --run {params.run} --out {output} "
-        "--max-batches {params.max_batches} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m sparsedepth evaluate --run {params.run} --out {output.eval} "
+        "--units {output.units} --segment-tokens {params.segment} {params.limit} > {log} 2>&1"
