@@ -33,6 +33,14 @@ def test_every_variant_shares_the_seeds_and_restrictions_hold():
     assert RunKey("S", "mod", "shakespeare", 1).path == "runs/S/mod/shakespeare/seed1"
 
 
+def test_a_variant_may_run_a_subset_of_the_seeds_but_no_unpaired_one():
+    study = {**STUDY, "variants": {**STUDY["variants"], "mod": {"router": "mod", "seeds": [1]}}}
+    assert {k.seed for k in run_keys(study) if k.variant == "mod"} == {1}
+    study["variants"]["mod"]["seeds"] = [1, 7]
+    with pytest.raises(ConfigError, match=r"variants.mod.seeds: \[7\] not among the study's seeds"):
+        run_keys(study)
+
+
 def test_train_config_resolves_router_capacity_and_scaled_models():
     cfg = train_config(STUDY, RunKey("S", "mod", "shakespeare", 1))
     assert (cfg.router, cfg.capacity, cfg.seed, cfg.steps, cfg.vocab_size) == ("mod", 0.125, 1, 5, 512)

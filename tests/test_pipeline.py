@@ -37,7 +37,8 @@ def test_default_grid_is_built_around_declared_primaries_at_matched_compute():
     routers = {study["variants"][k.variant]["router"] for k in keys}
     assert {"dense", "seed", "seed-frozen", "mod", "threshold", "random", "early_exit", "mor"} <= routers
     assert study["budget"]["flops_of"] == "dense" and len(study["primaries"]) == 4
-    primary_arms = {p.get("arm") for p in study["primaries"]} | {p["reference"] for p in study["primaries"]}
+    primary_arms = ({p.get("arm") for p in study["primaries"]} | {p["reference"] for p in study["primaries"]}
+                    | {a for p in study["primaries"] for a in p.get("best_of", [])})
     for arm in primary_arms - {None}:
         assert sum(k.variant == arm for k in keys) >= 5, f"{arm}: a primary arm needs >= 5 seeds"
     assert all(study["models"][m]["d_model"] >= 128 for m in study["models"])

@@ -546,9 +546,22 @@ def depth_html(depths: pd.DataFrame, n_layers: int) -> str:
 # --- command line ---
 
 
+def runs_in_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """The run directories a runs table lists (one row per run), so a figure draws exactly the study's runs
+    and never one left over from another grid under the same directory."""
+    require(runs, ("model", "variant", "dataset", "seed", "run_dir"), "runs table")
+    cols = ["model", "variant", "dataset", "seed", "run_dir"]
+    return runs[cols].drop_duplicates("run_dir").reset_index(drop=True)
+
+
+def _found(args) -> pd.DataFrame:
+    """The runs of the given runs table; without one, every finished run under --runs-dir."""
+    runs = read_csv(args.runs)
+    return runs_in_table(runs) if not runs.empty else find_runs(args.runs_dir)
+
+
 def _run_cell(args, variants: Sequence[str] | None = None):
-    found = find_runs(args.runs_dir)
-    return pick_runs(found, args.model, args.dataset, variants)
+    return pick_runs(_found(args), args.model, args.dataset, variants)
 
 
 def _layers_hist(args) -> Figure:
@@ -569,7 +582,7 @@ def _routing_map(args) -> Figure:
 
 
 def _attention(args) -> Figure:
-    found = find_runs(args.runs_dir)
+    found = _found(args)
     candidates = [args.variant] if args.variant else ["mod", "seed", "threshold"]
     reasons = []
     for variant in candidates:
@@ -608,10 +621,10 @@ FIGURES: dict[str, Callable[[argparse.Namespace], Figure]] = {
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sparsedepth.figures", description=__doc__.split("\n\n")[0])
     p.add_argument("name", choices=sorted(FIGURES))
-    p.add_argument("--runs", default="results/runs.csv", help="tidy runs table")
-    p.add_argument("--stats", default="results/stats.csv", help="paired statistics table")
-    p.add_argument("--bench", default="results/bench/bench.csv", help="benchmark table")
-    p.add_argument("--curves", default="results/curves.csv", help="learning curves (sparsedepth.aggregate)")
+    p.add_argument("--runs", help="(read only when given) tidy runs table")
+    p.add_argument("--stats", help="(read only when given) paired statistics table")
+    p.add_argument("--bench", help="(read only when given) benchmark table")
+    p.add_argument("--curves", help="(read only when given) learning curves (sparsedepth.aggregate)")
     p.add_argument("--runs-dir", default="results/runs", help="run directories (for per-token figures)")
     p.add_argument("--out", required=True, help="output PDF; a PNG is written next to it")
     p.add_argument("--model", help="model of the run cell (default: the cell with most variants)")

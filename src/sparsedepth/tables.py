@@ -311,7 +311,8 @@ def format_main(table: pd.DataFrame) -> str:
         "Test bits/byte": [fmt_pm(m, h, 3) for m, h in zip(table["test_bpb"], table["test_bpb_ci"],
                                                             strict=True)],
         r"$\Delta$ bits/byte [95\% CI]": [
-            "--" if a == BASELINE else f"{fmt_signed(d, 4)} [{fmt_signed(lo, 4)}, {fmt_signed(hi, 4)}]"
+            "--" if a == BASELINE else f"{fmt_signed(d, 4)} $[{lo:+.4f}, {hi:+.4f}]$" if _finite(lo) else
+            fmt_signed(d, 4)
             for a, d, lo, hi in zip(table["arm"], table["delta"], table["ci_low"], table["ci_high"],
                                     strict=True)],
         r"$p_{\mathrm{adj}}$": ["--" if a == BASELINE else fmt_p(p) + marks.get(f, "")
@@ -322,17 +323,20 @@ def format_main(table: pd.DataFrame) -> str:
         "Steps": [fmt_int(x) for x in table["steps"]],
         "Train FLOPs": [fmt_num(x, 3) for x in table["train_flops_rel"]],
     })
-    keys = pd.DataFrame({name: table[c].map(escape_latex).to_numpy()
-                         for name, c in (("Model", "model"), ("Dataset", "dataset"), ("Arm", "arm"))})
+    one_cell = table[["model", "dataset"]].drop_duplicates().shape[0] == 1
+    names = (("Arm", "arm"),) if one_cell else (("Model", "model"), ("Dataset", "dataset"), ("Arm", "arm"))
+    keys = pd.DataFrame({name: table[c].map(escape_latex).to_numpy() for name, c in names})
     seeds = fmt_values(table["n_seeds"])
-    caption = (f"Every arm at matched training compute: test bits per byte (mean $\\pm$ 95\\% $t$-interval "
-               f"half-width over {seeds} seeds), the paired difference from dense with its 95\\% CI and "
-               "adjusted $p$-value from the hierarchical bootstrap over seeds and documents "
+    first = table.iloc[0]
+    where = f"{escape_latex(first['model'])} on {escape_latex(first['dataset'])}. " if one_cell else ""
+    caption = (f"{where}Every arm at matched training compute: test bits per byte (mean $\\pm$ 95\\% "
+               f"$t$-interval half-width over {seeds} seeds), the paired difference from dense with its "
+               "95\\% CI and adjusted $p$-value from the hierarchical bootstrap over seeds and documents "
                "($^{H}$: a primary comparison, Holm; $^{B}$: exploratory, Benjamini--Hochberg), blocks run "
                "per token, inference FLOPs per token relative to dense, training steps, and the training "
                "FLOPs actually spent relative to dense (throughput: results/runs.csv). Arms written "
                "\\texttt{arm[topk]} use the non-causal top-$k$ rule at inference.")
-    return to_latex(pd.concat([keys, disp], axis=1), 3, caption, "tab:main")
+    return to_latex(pd.concat([keys, disp], axis=1), keys.shape[1], caption, "tab:main")
 
 
 def empty_table(caption: str, label: str, reason: str) -> str:
@@ -636,8 +640,30 @@ def _bench(a) -> str:
     return text.replace("{tab:bench}", "{tab:bench-seed}").replace("\\caption{Measured", seed_caption)
 
 
+def build_commit() -> str:
+    """The git commit the paper is built from (with `-dirty` when the tree has changes), or `unknown`."""
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--abbrev=12"], capture_output=True,
+                             text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() or "unknown"
+
+
 def _numbers(a) -> str:
-    return format_numbers(numbers(read_csv(a.runs), read_csv(a.stats), read_csv(a.bench), a.kind, a.router))
+    values = numbers(read_csv(a.runs), read_csv(a.stats), read_csv(a.bench), a.kind, a.router)
+    curves = read_csv(a.curves)
+    if not curves.empty:
+        from .study.curves import last_drop
+
+        drop = last_drop(curves)
+        values["DenseLastDrop"] = f"{100 * drop:.1f}\\,\\%" if math.isfinite(drop) else NA
+    values.setdefault("DenseLastDrop", NA)
+    values["BuildCommit"] = escape_latex(build_commit())
+    values["StudyName"] = escape_latex(a.study or "unnamed")
+    return format_numbers(values)
 
 
 def _hypotheses(a) -> str:
@@ -646,20 +672,31 @@ def _hypotheses(a) -> str:
     return format_hypotheses(read_csv(a.stats))
 
 
-TABLES: dict[str, Callable[[argparse.Namespace], str]] = {"main": _main, "bench": _bench, "numbers": _numbers,
-                                                          "hypotheses": _hypotheses}
+def _equal_steps(a) -> str:
+    from .study.curves import equal_steps, format_equal_steps
+
+    curves = read_csv(a.curves)
+    return format_equal_steps(equal_steps(curves) if not curves.empty else pd.DataFrame())
+
+
+TABLES: dict[str, Callable[[argparse.Namespace], str]] = {
+    "main": _main, "bench": _bench, "numbers": _numbers, "hypotheses": _hypotheses,
+    "equal_steps": _equal_steps,
+}
 
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sparsedepth.tables", description=__doc__.split("\n\n")[0])
     p.add_argument("name", choices=sorted(TABLES))
-    p.add_argument("--runs", default="results/runs.csv", help="tidy runs table")
-    p.add_argument("--stats", default="results/stats.csv", help="paired statistics table")
-    p.add_argument("--bench", default="results/bench/bench.csv", help="benchmark table")
+    p.add_argument("--runs", help="(read only when given) tidy runs table")
+    p.add_argument("--stats", help="(read only when given) paired statistics table")
+    p.add_argument("--bench", help="(read only when given) benchmark table")
+    p.add_argument("--curves", help="(read only when given) learning curves (equal_steps)")
     p.add_argument("--out", required=True, help="output .tex file")
     p.add_argument("--kind", default="prefill", help="bench/numbers: kind of measurement (train_step|prefill|"
                    "decode)")
     p.add_argument("--router", help="numbers: router of the headline benchmark point (default: seed)")
+    p.add_argument("--study", help="numbers: the grid's name, printed on the paper with the commit")
     p.add_argument("--grid", default="main", choices=["main", "seed"], help="bench: which benchmark grid")
     return p
 

@@ -7,7 +7,7 @@ from sparsedepth.grid import RunKey
 ENV = "../../environment.yml"
 RUN_DIR = "results/runs/{model}/{variant}/{dataset}/seed{seed}"
 FIGURES = ["pareto", "train_flops", "learning_curve", "layers_hist", "routing_map", "speed", "attention"]
-TABLES = ["hypotheses", "main", "bench", "bench_seed", "numbers"]
+TABLES = ["hypotheses", "main", "equal_steps", "bench", "bench_seed", "numbers"]
 
 
 def data_dir(dataset):
@@ -50,10 +50,20 @@ FIGURE_INPUTS = {
 TABLE_INPUTS = {
     "hypotheses": ["results/stats.csv"],
     "main": ["results/runs.csv", "results/stats.csv"],
+    "equal_steps": ["results/curves.csv"],
     "bench": ["results/bench/bench.csv"],
     "bench_seed": ["results/bench/bench.csv"],
-    "numbers": ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv"],
+    "numbers": ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv", "results/curves.csv"],
 }
+
+
+INPUT_FLAGS = {"runs.csv": "--runs", "stats.csv": "--stats", "bench.csv": "--bench", "curves.csv": "--curves"}
+
+
+def input_flags(wildcards, input):
+    """Each table/figure command is handed exactly the tidy files its rule declares (nothing by default)."""
+    flags = [(INPUT_FLAGS.get(os.path.basename(p)), p) for p in input]
+    return " ".join(f"{flag} {path}" for flag, path in flags if flag)
 
 
 def figure_inputs(wildcards):

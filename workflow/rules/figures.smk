@@ -9,6 +9,7 @@ rule figure:
     wildcard_constraints:
         name="|".join(FIGURE_INPUTS),
     params:
+        inputs=input_flags,
         variants=",".join(config["figures"]["routing_map_variants"]),
         tokens=config["figures"]["tokens"],
     log:
@@ -16,8 +17,8 @@ rule figure:
     conda:
         ENV
     shell:
-        "MPLBACKEND=Agg python -m sparsedepth.figures {wildcards.name} --out {output.pdf} "
-        "--variants {params.variants} --tokens {params.tokens} > {log} 2>&1"
+        "MPLBACKEND=Agg python -m sparsedepth.figures {wildcards.name} {params.inputs} --out {output.pdf} "
+        "--variants {params.variants:q} --tokens {params.tokens} > {log} 2>&1"
 
 
 rule table:
@@ -30,9 +31,12 @@ rule table:
         name="|".join(TABLE_INPUTS),
     params:
         args=lambda w: {"bench_seed": "bench --grid seed"}.get(w.name, w.name),
+        study=config["name"],
+        inputs=input_flags,
     log:
         "results/logs/tables/{name}.log",
     conda:
         ENV
     shell:
-        "python -m sparsedepth.tables {params.args} --out {output} > {log} 2>&1"
+        "python -m sparsedepth.tables {params.args} {params.inputs} --study {params.study:q} --out {output} "
+        "> {log} 2>&1"

@@ -7,6 +7,7 @@ training, which is what makes a seed-to-seed comparison stable enough to decide.
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
@@ -55,3 +56,64 @@ def figure_learning_curve(curves: pd.DataFrame) -> Figure:
     axes[0][-1].legend(fontsize=7, title="arm (seeds)", title_fontsize=7, loc="upper right", frameon=False)
     fig.tight_layout()
     return fig
+
+
+def equal_steps(curves: pd.DataFrame, baseline: str = "dense") -> pd.DataFrame:
+    """The secondary, equal-steps view: every arm's validation loss after as many optimizer steps as the
+    baseline took, read off its own learning curve by linear interpolation in steps (mean over seeds).
+    An arm that took fewer steps than the baseline has no such point (NaN): nothing is extrapolated."""
+    missing = [c for c in CURVE_COLUMNS if c not in curves.columns]
+    if missing:
+        raise ValueError(f"curves table lacks column(s) {', '.join(missing)} (see docs/CONTRACT.md)")
+    rows = []
+    for (model, dataset), cell in curves.groupby(["model", "dataset"], sort=True):
+        base = cell[cell["variant"] == baseline]
+        if base.empty:
+            continue
+        target = float(base["steps"].max())
+        dense_loss = base.groupby("seed")["val_loss"].last().mean()
+        for variant, g in cell.groupby("variant", sort=True):
+            at = []
+            for _, run in g.groupby("seed"):
+                run = run.sort_values("step")
+                reachable = run["step"].max() >= target
+                at.append(float(np.interp(target, run["step"], run["val_loss"])) if reachable else np.nan)
+            loss = float(np.mean(at)) if at and not np.isnan(at).any() else np.nan
+            rows.append({"model": model, "dataset": dataset, "arm": variant, "steps": target,
+                         "arm_steps": float(g["steps"].max()), "val_loss": loss,
+                         "delta": loss - dense_loss if variant != baseline else 0.0,
+                         "n_seeds": g["seed"].nunique()})
+    return pd.DataFrame(rows, columns=["model", "dataset", "arm", "steps", "arm_steps", "val_loss", "delta",
+                                       "n_seeds"])
+
+
+def format_equal_steps(table: pd.DataFrame) -> str:
+    from ..tables import NA, arm_order, empty_table, escape_latex, fmt_int, fmt_num, fmt_signed, to_latex
+
+    if table.empty:
+        return empty_table("Every arm after as many steps as dense.", "tab:equal-steps",
+                           "no learning curves: results/curves.csv is missing or empty")
+    order = {arm: i for i, arm in enumerate(arm_order(table["arm"].unique()))}
+    table = table.assign(_order=table["arm"].map(order)).sort_values(["model", "dataset", "_order"])
+    keys = pd.DataFrame({name: table[c].map(escape_latex).to_numpy()
+                         for name, c in (("Model", "model"), ("Dataset", "dataset"), ("Arm", "arm"))})
+    disp = pd.DataFrame({
+        "Steps (own budget)": [fmt_int(x) for x in table["arm_steps"]],
+        "Val. loss at dense's steps": [fmt_num(x, 3) if np.isfinite(x) else NA for x in table["val_loss"]],
+        r"$\Delta$ vs dense": [fmt_signed(x, 3) if np.isfinite(x) else NA for x in table["delta"]],
+    })
+    caption = ("Secondary, equal-steps view: each arm's validation loss (nats/token, the in-training "
+               "validation batches, mean over seeds) after as many optimizer steps as dense took, read off "
+               "its own learning curve; its learning-rate schedule spans its own, compute-matched budget, so "
+               "this is a view of the same runs, not a separate equal-steps training. Arms that took fewer "
+               "steps than dense have no such point.")
+    return to_latex(pd.concat([keys, disp], axis=1), 3, caption, "tab:equal-steps")
+
+
+def last_drop(curves: pd.DataFrame, baseline: str = "dense") -> float:
+    """How much the baseline's validation loss still fell between its last two validations (relative, mean
+    over seeds): near 0 means training converged; a few percent means the budget ends mid-descent."""
+    base = curves[curves["variant"] == baseline].sort_values("step")
+    drops = [(g["val_loss"].iloc[-2] - g["val_loss"].iloc[-1]) / g["val_loss"].iloc[-2]
+             for _, g in base.groupby(["model", "dataset", "seed"]) if len(g) >= 2]
+    return float(np.mean(drops)) if drops else float("nan")

@@ -43,7 +43,7 @@ def fmt_pct(x, digits: int = 2) -> str:
 def fmt_ci(low, high, digits: int = 4) -> str:
     if not (np.isfinite(low) and np.isfinite(high)):
         return NA
-    return f"[{low:+.{digits}f}, {high:+.{digits}f}]"
+    return f"$[{low:+.{digits}f}, {high:+.{digits}f}]$"
 
 
 def fmt_mde(x, digits: int = 4) -> str:
@@ -130,8 +130,14 @@ def hypothesis_numbers(stats: pd.DataFrame) -> dict[str, str]:
                       "RelMDE": fmt_pct(r["rel_mde"], 1).lstrip("+"), "Verdict": escape_latex(r["verdict"]),
                       "Seeds": str(int(r["n_seeds"])), "Candidates": str(int(r["candidates"]))}
             m.update({prefix + k: v for k, v in fields.items()})
+    m["ExploratoryOutcomes"] = "none"
     if not stats.empty and "family" in stats.columns:
         exploratory = stats[stats["family"] == "exploratory"]
         m["NumExploratory"] = str(len(exploratory))
         m["NumExploratorySignificant"] = str(int((exploratory["p_adj"] < ALPHA).sum()))
+        if not exploratory.empty:
+            m["ExploratoryOutcomes"] = "; ".join(
+                f"\\texttt{{{escape_latex(r['arm'])}}}: {escape_latex(r['verdict'])} "
+                f"({fmt_bpb(r['effect'])} bits/byte, {fmt_ci(r['ci_low'], r['ci_high'])}, "
+                f"{p_clause(r['p_adj']).replace('Holm', 'BH')})" for _, r in exploratory.iterrows())
     return m
