@@ -120,6 +120,7 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
         nbclient.NotebookClient(nb, timeout=300, resources=where).execute()
     finally:
         del os.environ["SPARSEDEPTH_RESULTS"]
+    assert not (REPO / "notebooks" / "results").exists(), "the notebook wrote data into the checkout"
     text = "\n".join(str(o.get("text", "")) for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "rows in runs.csv" in text and "No results yet" not in text
     if not build_paper:

@@ -55,14 +55,21 @@ def _read_json(run_dir: Path, name: str) -> dict:
         raise AggregateError(f"{path}: not valid JSON: {e}") from None
 
 
-def run_rows(run_dir: str | Path) -> list[dict]:
-    """The rows of one run directory, one per inference mode in its eval.json."""
-    run_dir = Path(run_dir)
+def model_and_variant(run_dir: Path) -> tuple[str, str]:
+    """`model` and `variant` of a run directory `.../{model}/{variant}/{dataset}/seed{seed}` (its path is
+    the only place they are recorded)."""
     parts = run_dir.parts
     if len(parts) < 4 or not re.fullmatch(r"seed\d+", parts[-1]):
         raise AggregateError(f"{run_dir}: not a run directory of the form .../{{model}}/{{variant}}/"
                              "{dataset}/seed{seed}")
-    model, variant = parts[-4], parts[-3]
+    return parts[-4], parts[-3]
+
+
+def run_rows(run_dir: str | Path) -> list[dict]:
+    """The rows of one run directory, one per inference mode in its eval.json."""
+    run_dir = Path(run_dir)
+    parts = run_dir.parts
+    model, variant = model_and_variant(run_dir)
     config, summary, evaluation = (_read_json(run_dir, f"{n}.json") for n in ("config", "summary", "eval"))
     try:
         if (config["dataset"], f"seed{config['seed']}") != (parts[-2], parts[-1]):
@@ -106,7 +113,7 @@ def curve_rows(run_dir: str | Path) -> list[dict]:
     """The learning curve of one run: each in-training validation of metrics.jsonl with the training FLOPs
     spent by then (steps and FLOPs differ between arms under a compute budget; fractions do not)."""
     run_dir = Path(run_dir)
-    parts = run_dir.parts
+    model, variant = model_and_variant(run_dir)
     config = _read_json(run_dir, "config.json")
     path = run_dir / "metrics.jsonl"
     if not path.is_file():
@@ -118,7 +125,7 @@ def curve_rows(run_dir: str | Path) -> list[dict]:
         except json.JSONDecodeError as e:
             raise AggregateError(f"{path}:{n}: not valid JSON: {e}") from None
         if "val_loss" in record:
-            rows.append({"model": parts[-4], "variant": parts[-3], "dataset": config["dataset"],
+            rows.append({"model": model, "variant": variant, "dataset": config["dataset"],
                          "seed": config["seed"], "step": record["step"], "steps": config["steps"],
                          "train_flops": record.get("train_flops"), "val_loss": record["val_loss"],
                          "run_dir": str(run_dir)})

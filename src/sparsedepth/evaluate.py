@@ -25,9 +25,9 @@ from .data import TokenData, eval_batches
 from .flops import counted_flops, dense_forward_flops, output_flops, train_step_flops
 from .model import SparseDepthModel
 from .train import TrainConfig, TrainingDiverged, load_data, make_model
-from .units import token_byte_lengths, unit_table
+from .units import UNIT_COLUMNS, token_byte_lengths, unit_table
 
-UNITS_CSV_COLUMNS = ["mode", "split", "doc", "segment", "nats", "tokens", "bytes"]
+UNITS_CSV_COLUMNS = ["mode", "split", *UNIT_COLUMNS]
 
 
 def load_run(run_dir: str | Path) -> tuple[SparseDepthModel, TrainConfig, TokenData]:

@@ -19,8 +19,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 from .config import ConfigError, ModelConfig, to_dict
-from .model import routed_layers
-from .routing import ROUTERS, Router
+from .model import make_router
+from .routing import Router
 from .routing.base import capacity_count
 from .routing.early_exit import EarlyExitRouter
 from .routing.layerdrop import LayerDropRouter, drop_probabilities
@@ -169,12 +169,9 @@ def _forward_per_sample(router: Router, length: int) -> float:
 def build_router(cfg: TrainConfig, vocab_size: int | None = None) -> Router:
     """The run's router alone (no model), in training mode; built without touching the global RNG."""
     model_cfg = ModelConfig(**{**to_dict(cfg.model), "vocab_size": vocab_size or cfg.vocab_size})
-    cls = ROUTERS[cfg.router]
-    layers = [] if cfg.router == "dense" else \
-        routed_layers(model_cfg.n_layers, cfg.route_every or cls.default_route_every)
     try:
-        with torch.random.fork_rng(devices=[]):
-            return cls(model_cfg, cfg.capacity, layers, **cfg.router_options).train()
+        router = make_router(model_cfg, cfg.router, cfg.capacity, cfg.route_every, **cfg.router_options)
+        return router.train()
     except TypeError as e:
         raise ConfigError(f"invalid router_options for {cfg.router!r}: {e}") from None
 

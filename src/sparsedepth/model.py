@@ -282,6 +282,22 @@ def routed_layers(n_layers: int, route_every: int) -> list[int]:
     return [i for i in range(n_layers) if i % route_every == route_every - 1]
 
 
+def make_router(cfg: ModelConfig, router: str = "dense", capacity: float = 1.0,
+                route_every: int | None = None, **router_options) -> Router:
+    """The named router for a model of shape `cfg`, routing its own convention's blocks unless `route_every`
+    says otherwise.
+
+    Common random numbers: it is built without drawing from the global RNG (the model initialises the
+    router's weights after the trunk's anyway), so for one seed every arm's shared trunk starts from the same
+    weights and paired comparisons see the router's effect, not a different initialisation."""
+    if router not in ROUTERS:
+        raise ConfigError(f"unknown router {router!r}; known: {', '.join(sorted(ROUTERS))}")
+    cls = ROUTERS[router]
+    layers = [] if router == "dense" else routed_layers(cfg.n_layers, route_every or cls.default_route_every)
+    with torch.random.fork_rng(devices=[]):
+        return cls(cfg, capacity, layers, **router_options)
+
+
 def build_model(
     cfg: ModelConfig,
     router: str = "dense",
@@ -290,13 +306,4 @@ def build_model(
     **router_options,
 ) -> SparseDepthModel:
     """Build a model with the named router; `route_every` defaults to the router's own convention."""
-    if router not in ROUTERS:
-        raise ConfigError(f"unknown router {router!r}; known: {', '.join(sorted(ROUTERS))}")
-    cls = ROUTERS[router]
-    layers = [] if router == "dense" else routed_layers(cfg.n_layers, route_every or cls.default_route_every)
-    # Common random numbers: the router is built without drawing from the global RNG (the model re-inits
-    # its weights after the trunk's anyway), so for one seed every arm's shared trunk starts from the same
-    # weights and paired comparisons see the router's effect, not a different initialisation.
-    with torch.random.fork_rng(devices=[]):
-        chosen = cls(cfg, capacity, layers, **router_options)
-    return SparseDepthModel(cfg, chosen)
+    return SparseDepthModel(cfg, make_router(cfg, router, capacity, route_every, **router_options))

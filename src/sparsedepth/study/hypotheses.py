@@ -22,6 +22,7 @@ import pandas as pd
 
 from ..aggregate import arm_name
 from ..stats import adjust
+from ..units import UNIT_COLUMNS
 from . import hierarchical as hb
 
 ALPHA = 0.05
@@ -52,7 +53,7 @@ def load_units(paths: Iterable[str | Path], runs: pd.DataFrame) -> pd.DataFrame:
         if run_dir not in keys.index:
             raise HypothesisError(f"{path}: its run directory is not in the runs table")
         frame = pd.read_csv(path)
-        missing = {"mode", "split", "doc", "segment", "nats", "tokens", "bytes"} - set(frame.columns)
+        missing = {"mode", "split", *UNIT_COLUMNS} - set(frame.columns)
         if missing:
             raise HypothesisError(f"{path}: missing column(s) {', '.join(sorted(missing))}")
         if not np.isfinite(frame["nats"]).all():
@@ -73,8 +74,7 @@ def unit_kind(units: pd.DataFrame, split: str, unit: str = "auto") -> str:
     bootstrap: the shakespeare splits hold a few whole plays)."""
     if unit != "auto":
         return {"document": "doc", "segment": "segment"}.get(unit, unit)
-    one = units[units["split"] == split].groupby(list(UNIT_KEYS)).ngroup() == 0
-    n_docs = units.loc[units["split"] == split].loc[one, "doc"].nunique()
+    n_docs = units[units["split"] == split].groupby(list(UNIT_KEYS))["doc"].nunique().min()
     return "doc" if n_docs >= MIN_DOCUMENTS else "segment"
 
 
@@ -105,10 +105,9 @@ def _test(units, cell, arm, reference, split, kind, seed) -> dict:
     arm_nats, ref_nats, unit_bytes, _ = paired_matrices(units, cell, arm, reference, split, kind)
     result = hb.compare(arm_nats, ref_nats, unit_bytes, seed=seed)
     components = hb.variance_components(arm_nats, ref_nats, unit_bytes)
-    ln2_bytes = np.log(2) * unit_bytes.sum()
-    return {**result, "arm_bpb": float(arm_nats.sum(1).mean() / ln2_bytes),
-            "reference_bpb": float(ref_nats.sum(1).mean() / ln2_bytes), "components": components,
-            "unit_bytes": unit_bytes}
+    reference = result["baseline_bpb"]  # the effect is a difference of ratios over the same bytes
+    return {**result, "arm_bpb": reference + result["effect"], "reference_bpb": reference,
+            "components": components, "unit_bytes": unit_bytes}
 
 
 def _select(runs: pd.DataFrame, cell: dict, candidates: Sequence[str], selection_metric: str) -> str | None:
