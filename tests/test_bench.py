@@ -7,7 +7,7 @@ import torch
 from sparsedepth import ModelConfig
 from sparsedepth.bench import COLUMNS, BenchConfig, calibrate, main, make_model, run_grid
 from sparsedepth.config import ConfigError
-from sparsedepth.seed_reference import flat_forward
+from sparsedepth.origin_reference import flat_forward
 
 CFG = ModelConfig(vocab_size=4096, d_model=32, n_layers=4, n_heads=2, max_seq_len=32)
 CPU = torch.device("cpu")
@@ -20,7 +20,7 @@ def tokens(batch=3, length=24, seed=0):
     return torch.randint(0, CFG.vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))
 
 
-@pytest.mark.parametrize("router", ["mod", "seed", "threshold", "random"])
+@pytest.mark.parametrize("router", ["mod", "probe", "threshold", "random"])
 @pytest.mark.parametrize("train", [False, True])
 def test_timed_gather_path_equals_the_masked_reference(router, train):
     """The routed fast path the benchmark times (calibrated, alternate blocks) computes what the slow
@@ -43,7 +43,7 @@ def test_timed_gather_path_equals_the_masked_reference(router, train):
                 torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-3, msg=name)
 
 
-@pytest.mark.parametrize("router", ["mod", "seed", "threshold"])
+@pytest.mark.parametrize("router", ["mod", "probe", "threshold"])
 def test_calibration_puts_an_untrained_router_at_its_capacity(router):
     model = make_model(router, CFG, 0.25, CPU, False, route_every=2)
     calibrate(model, tokens(8, 32, 2))
@@ -56,8 +56,8 @@ def test_calibration_puts_an_untrained_router_at_its_capacity(router):
 
 def test_harness_writes_the_contract_columns_for_every_kind(tmp_path):
     out = tmp_path / "bench.csv"
-    impls = ["--impls", "gather,masked,seed-flat"]
-    assert main(["--out", str(out), "--routers", "mod,seed", *impls, *TINY]) == 0
+    impls = ["--impls", "gather,masked,origin-flat"]
+    assert main(["--out", str(out), "--routers", "mod,probe", *impls, *TINY]) == 0
     df = pd.read_csv(out)
     assert list(df.columns) == COLUMNS
     assert set(df["kind"]) == {"train_step", "prefill", "decode"}
@@ -70,8 +70,8 @@ def test_harness_writes_the_contract_columns_for_every_kind(tmp_path):
     assert (routed["ideal_speedup"] >= 1).all()  # routing never costs more FLOPs than dense
     assert ((routed["efficiency"] - routed["speedup"] / routed["ideal_speedup"]).abs() < 1e-9).all()
     assert (df["layers_per_token"] <= 2).all() and (routed["layers_per_token"] < 2).all()
-    assert set(df[df["kind"] == "prefill"]["impl"]) == {"gather", "masked", "seed-flat"}
-    assert set(df[df["impl"] == "seed-flat"]["router"]) == {"seed"}
+    assert set(df[df["kind"] == "prefill"]["impl"]) == {"gather", "masked", "origin-flat"}
+    assert set(df[df["impl"] == "origin-flat"]["router"]) == {"probe"}
     assert (df["peak_activation_mb"] > 0).all()
 
 
@@ -123,11 +123,11 @@ def test_merge_concatenates_tables_and_rejects_others(tmp_path):
     assert main(["merge", "--out", str(tmp_path / "n.csv"), str(tmp_path / "c.csv")]) == 2
 
 
-def test_seed_flat_ablation_has_the_documented_flaw():
-    """The seed project's flattened batch mixes samples: changing sample 1 changes sample 0's logits,
+def test_origin_flat_ablation_has_the_documented_flaw():
+    """The origin project's flattened batch mixes samples: changing sample 1 changes sample 0's logits,
     which our per-sample gather never does (tested for every router in test_model). It is also not
     causal: changing a later token changes an earlier one."""
-    model = make_model("seed", CFG, 0.5, CPU, False, route_every=1)
+    model = make_model("probe", CFG, 0.5, CPU, False, route_every=1)
     with torch.no_grad():
         model.router.probe.bias.fill_(3.0)  # every token runs most blocks, so the flattening matters
         idx = tokens(2, 16)
@@ -145,7 +145,7 @@ def test_seed_flat_ablation_has_the_documented_flaw():
         assert torch.equal(ours[0, :-1], model(later).logits[0, :-1])
 
 
-@pytest.mark.parametrize("router", ["mod", "seed", "threshold"])
+@pytest.mark.parametrize("router", ["mod", "probe", "threshold"])
 def test_timed_decode_path_equals_the_full_forward(router, monkeypatch):
     """Cached decoding as the benchmark times it (calibrated, causal rule, batch where only some samples
     run a block, so the row-subset path runs) gives the full forward pass's logits."""

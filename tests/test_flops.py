@@ -2,8 +2,8 @@
 
 Exact-capacity routers (top-k: dense, mod, mor, random) must match to rounding. For the others the plan
 assumes the training rule's expected fraction (layerdrop, early exit: random drops) or the learned fraction
-at its target (seed, threshold), so at initialisation it is off by what was measured (tiny model below,
-8 steps): seed 0.88, seed-frozen 0.99, threshold 0.82, layerdrop 1.00, early_exit 0.99 (plan / actual).
+at its target (probe, threshold), so at initialisation it is off by what was measured (tiny model below,
+8 steps): probe 0.88, probe-frozen 0.99, threshold 0.82, layerdrop 1.00, early_exit 0.99 (plan / actual).
 """
 
 import pytest
@@ -17,7 +17,7 @@ VOCAB, T, B = 512, 64, 8
 CAPACITY = {"dense": 1.0, "mod": 0.125, "random": 0.125, "threshold": 0.125}  # others: 0.5625
 EXACT = ["dense", "mod", "mor", "random"]
 # |plan / actual − 1| at initialisation, measured (see the module docstring) plus margin
-TOLERANCE = {"seed": 0.15, "seed-frozen": 0.03, "threshold": 0.25, "layerdrop": 0.03, "early_exit": 0.03}
+TOLERANCE = {"probe": 0.15, "probe-frozen": 0.03, "threshold": 0.25, "layerdrop": 0.03, "early_exit": 0.03}
 
 
 def config(router: str, steps: int = 8, **fields) -> TrainConfig:

@@ -93,7 +93,7 @@ def test_mod_topk_generates_by_recomputing_the_full_sequence(tiny_cfg):
 
 
 def test_beam_search_with_cache_equals_without(tiny_cfg):
-    model = hf_model("seed", tiny_cfg)
+    model = hf_model("probe", tiny_cfg)
     x = tokens(tiny_cfg, batch=2, length=6)
     kw = dict(max_new_tokens=5, do_sample=False, num_beams=3)
     assert torch.equal(model.generate(x, **kw), model.generate(x, use_cache=False, **kw))
@@ -111,7 +111,7 @@ def test_labels_give_the_shifted_language_model_loss(tiny_cfg):
 
 
 def test_padding_is_refused_clearly(tiny_cfg):
-    model = hf_model("seed", tiny_cfg)
+    model = hf_model("probe", tiny_cfg)
     x = tokens(tiny_cfg, batch=2, length=6)
     mask = torch.ones_like(x)
     mask[1, :2] = 0

@@ -140,8 +140,8 @@ def test_gradient_reaches_router(router, tiny_cfg):
     assert sum(g.abs().sum() for g in grads) > 0
 
 
-def test_seed_probe_learns_and_frozen_probe_does_not(tiny_cfg):
-    for name, should_move in (("seed", True), ("seed-frozen", False)):
+def test_probe_learns_and_frozen_probe_does_not(tiny_cfg):
+    for name, should_move in (("probe", True), ("probe-frozen", False)):
         model = make(name, tiny_cfg, capacity=0.3).train()
         before = model.router.probe.weight.detach().clone()
         opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -156,9 +156,9 @@ def test_seed_probe_learns_and_frozen_probe_does_not(tiny_cfg):
         assert (moved > 1e-4) == should_move, (name, moved)
 
 
-def test_threshold_and_seed_budget_pull_towards_capacity(tiny_cfg):
+def test_threshold_and_probe_budget_pull_towards_capacity(tiny_cfg):
     """The compute-budget loss alone drives the fraction of (token, block) pairs run to the target."""
-    for name in ("seed", "threshold"):
+    for name in ("probe", "threshold"):
         model = make(name, tiny_cfg, capacity=0.25).train()
         opt = torch.optim.Adam(model.router.parameters(), lr=0.05)
         idx = tokens(tiny_cfg)

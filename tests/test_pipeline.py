@@ -35,7 +35,7 @@ def test_default_grid_is_built_around_declared_primaries_at_matched_compute():
     study = load_study(REPO / "config" / "config.yaml")
     keys = run_keys(study)
     routers = {study["variants"][k.variant]["router"] for k in keys}
-    assert {"dense", "seed", "seed-frozen", "mod", "threshold", "random", "early_exit", "mor"} <= routers
+    assert {"dense", "probe", "probe-frozen", "mod", "threshold", "random", "early_exit", "mor"} <= routers
     assert study["budget"]["flops_of"] == "dense" and len(study["primaries"]) == 4
     primary_arms = ({p.get("arm") for p in study["primaries"]} | {p["reference"] for p in study["primaries"]}
                     | {a for p in study["primaries"] for a in p.get("best_of", [])})
@@ -92,7 +92,7 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
     results = tmp_path / "results"
     runs = pd.read_csv(results / "runs.csv")
     assert len(runs[runs["mode"] == "causal"]) == 7  # 1 model × 4 variants × 2 seeds, dense-shallow 1 seed
-    assert set(runs["arm"]) >= {"dense", "dense-shallow", "seed", "mod", "mod[topk]"}
+    assert set(runs["arm"]) >= {"dense", "dense-shallow", "probe", "mod", "mod[topk]"}
     assert runs["test_bpb"].notna().all() and (runs["train_flops"] > 0).all()
     stats = pd.read_csv(results / "stats.csv")
     assert {"effect", "ci_low", "ci_high", "p_adj", "mde", "verdict"} <= set(stats.columns)

@@ -156,15 +156,15 @@ def _spread(linear: torch.nn.Linear) -> None:
     torch.nn.init.normal_(linear.weight, std=0.4)
 
 
-@pytest.mark.parametrize("router", ["seed", "threshold"])
+@pytest.mark.parametrize("router", ["probe", "threshold"])
 def test_probabilistic_gates_sample_at_the_router_probability(router, tiny_cfg):
     model = make(router, tiny_cfg, gating="probabilistic", temperature=2.0)
     r = model.router
-    _spread(r.probe if router == "seed" else r.gates[1])
+    _spread(r.probe if router == "probe" else r.gates[1])
     h = torch.randn(64, 64, tiny_cfg.d_model)
     layer = r.routed_layers[1]
     r.train().begin(h, torch.arange(64))
-    if router == "seed":
+    if router == "probe":
         margin = r.logit - torch.logit(torch.tensor(layer / tiny_cfg.n_layers))
     else:
         margin = r.gates[1](h).squeeze(-1)
@@ -199,7 +199,7 @@ def test_probabilistic_topk_is_gumbel_sampling_with_exact_capacity(router, tiny_
 
 # --- curriculum ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("router", ["seed", "mod", "threshold", "mor", "random", "layerdrop"])
+@pytest.mark.parametrize("router", ["probe", "mod", "threshold", "mor", "random", "layerdrop"])
 def test_curriculum_anneals_capacity_from_one_to_target(router, tiny_cfg):
     r = make(router, tiny_cfg, capacity=0.25, curriculum=0.4).router.train()
     for progress, expected in ((0.0, 1.0), (0.2, 0.625), (0.4, 0.25), (0.9, 0.25)):
@@ -221,7 +221,7 @@ def test_curriculum_moves_the_layers_run_per_token(router, tiny_cfg):
     assert fraction == pytest.approx(0.25, abs=0.03)
 
 
-@pytest.mark.parametrize("router", ["seed", "threshold"])
+@pytest.mark.parametrize("router", ["probe", "threshold"])
 def test_curriculum_moves_the_budget_target(router, tiny_cfg):
     """Budget routers chase the effective capacity: their penalty is (fraction run − target)²."""
     model = make(router, tiny_cfg, capacity=0.25, curriculum=0.5).train()
@@ -231,7 +231,7 @@ def test_curriculum_moves_the_budget_target(router, tiny_cfg):
         model.router.set_progress(progress)
         out = model(idx)
         ran = out.routing[..., routed].float()
-        if router == "seed":
+        if router == "probe":
             expected = (ran.mean() - target) ** 2
         else:
             expected = ((ran.mean((0, 1)) - target) ** 2).mean()
@@ -242,7 +242,7 @@ def test_curriculum_moves_the_budget_target(router, tiny_cfg):
 
 def test_router_options_reach_the_router_through_the_train_config(tiny_cfg):
     options = {"gating": "probabilistic", "temperature": 0.5, "curriculum": 0.3}
-    for router in ("seed", "mod", "threshold", "mor"):
+    for router in ("probe", "mod", "threshold", "mor"):
         cfg = TrainConfig.from_dict({"router": router, "capacity": 0.5, "router_options": options})
         r = make_model(cfg, 97).router
         assert (r.gating, r.temperature, r.curriculum) == ("probabilistic", 0.5, 0.3)

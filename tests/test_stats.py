@@ -63,10 +63,10 @@ def test_bh_matches_scipy_and_nans_pass_through_outside_the_family():
         adjust(p, "bonferroni")
 
 
-def tidy(arms=("dense", "mod", "seed"),
+def tidy(arms=("dense", "mod", "probe"),
          cells=(("tiny", "shakespeare"), ("tiny", "wikipedia"))) -> pd.DataFrame:
     rng = np.random.default_rng(1)
-    shift = {"dense": 0.0, "mod": 0.3, "seed": 0.0, "mod[topk]": -0.1}
+    shift = {"dense": 0.0, "mod": 0.3, "probe": 0.0, "mod[topk]": -0.1}
     rows = []
     for model, dataset in cells:
         base = rng.normal(4.0, 0.1, len(SEEDS))
@@ -82,7 +82,7 @@ def test_compare_to_baseline_shape_columns_and_family_correction():
     out = compare_to_baseline(tidy(), "val_loss")
     assert list(out.columns) == ["model", "dataset", "arm", *STATS_COLUMNS]
     assert list(zip(out["dataset"], out["arm"], strict=True)) == [
-        ("shakespeare", "mod"), ("shakespeare", "seed"), ("wikipedia", "mod"), ("wikipedia", "seed")]
+        ("shakespeare", "mod"), ("shakespeare", "probe"), ("wikipedia", "mod"), ("wikipedia", "probe")]
     assert (out["n_seeds"] == 5).all() and (out["metric"] == "val_loss").all()
     mod = out[out["arm"] == "mod"]
     assert (mod["p_holm"] < 0.05).all() and (mod["ci_low"] > 0).all()

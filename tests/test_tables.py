@@ -29,8 +29,8 @@ from sparsedepth.tables import (
 
 ARMS = {  # arm: (variant, router, mode, capacity, layers/token, Δ loss)
     "dense": ("dense", "dense", "causal", 1.0, 4.0, 0.0),
-    "seed": ("seed", "seed", "causal", 0.5, 2.6, 0.04),
-    "seed-frozen": ("seed-frozen", "seed-frozen", "causal", 0.5, 2.1, 0.30),
+    "probe": ("probe", "probe", "causal", 0.5, 2.6, 0.04),
+    "probe-frozen": ("probe-frozen", "probe-frozen", "causal", 0.5, 2.1, 0.30),
     "mod": ("mod", "mod", "causal", 0.5, 3.0, 0.08),
     "mod[topk]": ("mod", "mod", "topk", 0.5, 3.0, -0.01),
 }
@@ -66,7 +66,7 @@ def synthetic_results(seeds=(0, 1, 2), datasets=("shakespeare", "wiki_pedia")) -
     stats = []
     for (model, dataset, arm), g in runs[runs["arm"] != "dense"].groupby(["model", "dataset", "arm"]):
         d = ARMS[arm][5]
-        primary = arm in ("seed", "mod")
+        primary = arm in ("probe", "mod")
         p_adj = 0.02 if abs(d) > 0.02 else 0.4
         verdict = ("worse" if d > 0 else "better") if p_adj < 0.05 else "no detectable difference"
         stats.append({"model": model, "dataset": dataset, "hypothesis": f"{arm} vs dense",
@@ -82,12 +82,12 @@ def synthetic_results(seeds=(0, 1, 2), datasets=("shakespeare", "wiki_pedia")) -
     stats = pd.DataFrame(stats)
     bench = []
     for kind in ("train_step", "prefill", "decode"):
-        for router, impl, cap, layers in (("dense", "gather", 1.0, 4.0), ("seed", "gather", 0.5, 2.6),
-                                          ("seed", "seed-flat", 0.5, 2.6), ("mod", "gather", 0.5, 3.0)):
+        for router, impl, cap, layers in (("dense", "gather", 1.0, 4.0), ("probe", "gather", 0.5, 2.6),
+                                          ("probe", "origin-flat", 0.5, 2.6), ("mod", "gather", 0.5, 3.0)):
             for batch in (1, 8):
                 for seq in (128, 512):
                     ideal = 4.0 / layers
-                    speed = 1.0 if router == "dense" else ideal * (0.5 if impl == "seed-flat" else 0.8)
+                    speed = 1.0 if router == "dense" else ideal * (0.5 if impl == "origin-flat" else 0.8)
                     ms = 10.0 * batch * seq / 128 / speed
                     bench.append({
                         "device": "cpu", "device_name": "Synthetic_CPU x2", "torch": "2.13.0", "threads": 2,
@@ -118,7 +118,7 @@ def results():
 def test_escape_latex_specials():
     assert escape_latex("seed_frozen 50% a&b #1 $x$ {y} ~^\\") == (
         r"seed\_frozen 50\% a\&b \#1 \$x\$ \{y\} \textasciitilde{}\textasciicircum{}\textbackslash{}")
-    assert escape_latex("seed-frozen") == "seed-frozen"
+    assert escape_latex("probe-frozen") == "probe-frozen"
 
 
 @pytest.mark.parametrize("parts, name", [
@@ -135,8 +135,8 @@ def test_main_table_numbers(results):
     assert len(t) == 2 * len(ARMS)
     cell = t[t["dataset"] == "shakespeare"].set_index("arm")
     assert list(cell.index)[0] == "dense"  # baseline first
-    assert cell.loc["seed", "flops_rel"] == pytest.approx(2.6 / 4)
-    assert cell.loc["seed", "delta"] == pytest.approx(0.04) and cell.loc["seed", "p_holm"] == 0.02
+    assert cell.loc["probe", "flops_rel"] == pytest.approx(2.6 / 4)
+    assert cell.loc["probe", "delta"] == pytest.approx(0.04) and cell.loc["probe", "p_holm"] == 0.02
     assert np.isnan(cell.loc["dense", "delta"])
     runs = results["runs"]
     ppl = runs[(runs["dataset"] == "shakespeare") & (runs["arm"] == "mod")]["val_ppl"]
@@ -146,7 +146,7 @@ def test_main_table_numbers(results):
 
 def test_main_table_without_stats_reports_delta_but_no_p(results):
     t = main_table(results["runs"], pd.DataFrame())
-    seed = t[(t["dataset"] == "shakespeare") & (t["arm"] == "seed")].iloc[0]
+    seed = t[(t["dataset"] == "shakespeare") & (t["arm"] == "probe")].iloc[0]
     assert seed["delta"] == pytest.approx(0.04, abs=0.03) and np.isnan(seed["p_holm"])
     assert "n/a" in format_main(t)
 
@@ -162,7 +162,7 @@ def test_bench_table(results):
     t = bench_table(results["bench"], "prefill")
     assert set(t["kind"]) == {"prefill"} and t.iloc[0]["router"] == "dense"
     tex = format_bench(t, results["bench"], "prefill")
-    assert "Synthetic\\_CPU x2" in tex and "\\toprule" in tex and "seed [seed-flat]" in tex
+    assert "Synthetic\\_CPU x2" in tex and "\\toprule" in tex and "probe [origin-flat]" in tex
     assert "GPU: not measured" in tex
 
 
@@ -175,10 +175,10 @@ def test_numbers(results):
     m = numbers(results["runs"], results["stats"], results["bench"])
     assert all(re.fullmatch(r"[A-Za-z]+", k) for k in m)
     assert m["NumRuns"] == str(2 * 4 * 3) and m["NumSeeds"] == "3"
-    assert m["BestArmTinyShakespeare"] == "seed" and m["BestArmTinyWikiPedia"] == "seed"  # not mod[topk]
+    assert m["BestArmTinyShakespeare"] == "probe" and m["BestArmTinyWikiPedia"] == "probe"  # not mod[topk]
     assert m["ModGap"].startswith("$+0.0")
-    assert m["CpuTargetRouter"] == "seed" and m["CpuTargetSeqLen"] == "512" and m["CpuTargetBatch"] == "8"
-    assert m["CpuTargetEfficiency"] == "0.80" and m["CpuSeedFlatSpeedup"] == f"{4 / 2.6 * 0.5:.2f}"
+    assert m["CpuTargetRouter"] == "probe" and m["CpuTargetSeqLen"] == "512" and m["CpuTargetBatch"] == "8"
+    assert m["CpuTargetEfficiency"] == "0.80" and m["CpuOriginFlatSpeedup"] == f"{4 / 2.6 * 0.5:.2f}"
     assert m["GpuTargetEfficiency"] == NOT_MEASURED and m["GpuDeviceName"] == NOT_MEASURED
     assert m["CpuDeviceName"] == "Synthetic\\_CPU x2"
     assert m["MaxCausalViolation"] == "$0$" and m["TopkCausalViolation"].startswith("$3.0")

@@ -32,7 +32,7 @@ def val_curve(run_dir) -> list[float]:
     return [r["val_loss"] for r in lines if "val_loss" in r]
 
 
-@pytest.mark.parametrize("router, capacity", [("dense", 1.0), ("seed", 0.5), ("mod", 0.125)])
+@pytest.mark.parametrize("router, capacity", [("dense", 1.0), ("probe", 0.5), ("mod", 0.125)])
 def test_short_run_on_real_text_lowers_validation_loss(router, capacity, data_dir, tmp_path):
     summary = train(tiny(data_dir, router=router, capacity=capacity, steps=60), tmp_path, progress=False)
     curve = val_curve(tmp_path)
@@ -43,7 +43,7 @@ def test_short_run_on_real_text_lowers_validation_loss(router, capacity, data_di
 
 def test_resume_after_kill_is_exact(data_dir, tmp_path):
     """Train 2N steps straight vs N, stop (as a killed job would, after its checkpoint), resume N."""
-    cfg = tiny(data_dir, router="seed", capacity=0.5, steps=40, checkpoint_every=20)
+    cfg = tiny(data_dir, router="probe", capacity=0.5, steps=40, checkpoint_every=20)
     straight = train(cfg, tmp_path / "straight", progress=False)
     partial = train(cfg, tmp_path / "resumed", stop_after=20, progress=False)
     assert partial == {"stopped_at": 20} and not (tmp_path / "resumed" / "model.safetensors").exists()

@@ -12,8 +12,8 @@ decision bias shifted so it keeps `capacity` of the tokens on a calibration batc
 budget loss would make it); every row reports the layers/token it actually ran.
 
 Implementations: `gather` (ours: per-sample hard skipping), `masked` (the reference: full-length compute,
-skipped tokens masked; no savings by construction) and `seed-flat` (the seed project's flattened batch,
-see seed_reference.py). Suffixes: `+bf16` (autocast), `+compile` (torch.compile); each suffixed row is
+skipped tokens masked; no savings by construction) and `origin-flat` (the origin project's flattened batch,
+see origin_reference.py). Suffixes: `+bf16` (autocast), `+compile` (torch.compile); each suffixed row is
 compared with dense under the same suffix.
 """
 
@@ -38,8 +38,8 @@ from .config import ConfigError, ModelConfig
 from .flops import block_flops, forward_flops, head_flops
 from .generate import decode_step, prefill
 from .model import SparseDepthModel, build_model
+from .origin_reference import flat_forward
 from .routing import ROUTERS
-from .seed_reference import flat_forward
 from .train import git_sha
 
 COLUMNS = ["device", "device_name", "torch", "threads", "git_sha", "grid", "kind", "impl", "router",
@@ -47,13 +47,13 @@ COLUMNS = ["device", "device_name", "torch", "threads", "git_sha", "grid", "kind
            "tokens_per_s", "peak_activation_mb", "layers_per_token", "flops_per_token",
            "dense_flops_per_token", "speedup", "ideal_speedup", "efficiency"]
 KINDS = ("train_step", "prefill", "decode")
-IMPLS = ("gather", "masked", "seed-flat")
+IMPLS = ("gather", "masked", "origin-flat")
 VOCAB = 4096
 
 
 @dataclass
 class BenchConfig:
-    routers: list[str] = field(default_factory=lambda: ["mod", "seed"])
+    routers: list[str] = field(default_factory=lambda: ["mod", "probe"])
     kinds: list[str] = field(default_factory=lambda: list(KINDS))
     capacity: float = 0.125
     route_every: int = 2  # alternate blocks (MoD's setting); 0: each router's own convention
@@ -78,12 +78,12 @@ class BenchConfig:
     compile: bool = False  # also time torch.compile'd gather models (impl suffix +compile)
 
 
-def seed_grid() -> BenchConfig:
-    """The seed project's own benchmark: 6 layers, d=64, batch 2/8/16 × sequence 20–256, every block routed
-    by the seed probe at about half depth (what its untrained probe, s ≈ 0.5, did), its way and ours."""
-    return BenchConfig(routers=["seed"], kinds=["train_step", "prefill"], capacity=0.5, route_every=1,
+def origin_grid() -> BenchConfig:
+    """The origin project's own benchmark: 6 layers, d=64, batch 2/8/16 × sequence 20–256, every block routed
+    by its probe at about half depth (what its untrained probe, s ≈ 0.5, did), its way and ours."""
+    return BenchConfig(routers=["probe"], kinds=["train_step", "prefill"], capacity=0.5, route_every=1,
                        batch=[2, 8, 16], seq=[20, 64, 128, 256], d_model=64, n_layers=6, n_heads=4,
-                       impls=list(IMPLS), grid="seed")
+                       impls=list(IMPLS), grid="origin")
 
 
 # --- device, timing, memory ---
@@ -186,7 +186,7 @@ def calibrate(model: SparseDepthModel, idx: torch.Tensor, iterations: int = 40) 
     """Shift the router's decision bias so it keeps `capacity` of the tokens of `idx` in its causal rule.
 
     Per-block routers are set block by block in depth order (each block's input depends on the earlier
-    ones); the seed probe (one score, thresholds i/L) by bisection on its bias; routers with their own
+    ones); the probe (one score, thresholds i/L) by bisection on its bias; routers with their own
     `calibrate` (early exit) use it. Top-k decisions are exact anyway and unaffected."""
     router = model.router
     was_training, inference = model.training, getattr(router, "inference", None)
@@ -267,7 +267,7 @@ def forward_case(model: SparseDepthModel, impl: str, idx: torch.Tensor, targets:
 
     def forward():
         with autocast():
-            if impl == "seed-flat":
+            if impl == "origin-flat":
                 logits, ran = flat_forward(model, idx)
                 loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()) if train else None
                 return loss, ran
@@ -476,7 +476,7 @@ def run_grid(bench: BenchConfig, progress: Callable[[str], None] = print) -> tup
         targets = torch.randint(0, VOCAB, (batch, size), generator=g).to(device)
         for r in routers:
             impls = ["gather"] if r == "dense" else [
-                i for i in bench.impls if i != "seed-flat" or r in ("seed", "seed-frozen")]
+                i for i in bench.impls if i != "origin-flat" or r in ("probe", "probe-frozen")]
             for impl in impls:
                 cases[f"{r}[{impl}]"] = forward_case(model(r, train), impl, idx, targets, train, device,
                                                      bench)
@@ -522,11 +522,11 @@ def parser() -> argparse.ArgumentParser:
     d = BenchConfig()
     p = argparse.ArgumentParser(prog="python -m sparsedepth.bench", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", required=True, help="CSV to write (atomically)")
-    p.add_argument("--grid", choices=["main", "seed"], default="main",
-                   help="seed: the seed project's own grid and implementations (ignores size/grid flags)")
+    p.add_argument("--grid", choices=["main", "origin"], default="main",
+                   help="origin: the origin project's own grid and implementations (ignores size/grid flags)")
     p.add_argument("--routers", type=_names, default=d.routers, help="comma-separated; dense is always added")
     p.add_argument("--kinds", type=_names, default=d.kinds, help="train_step,prefill,decode")
-    p.add_argument("--impls", type=_names, default=d.impls, help="gather,masked,seed-flat")
+    p.add_argument("--impls", type=_names, default=d.impls, help="gather,masked,origin-flat")
     p.add_argument("--capacity", type=float, default=d.capacity)
     p.add_argument("--route-every", type=int, default=d.route_every,
                    help="route every k-th block (2: alternate blocks); 0: each router's own convention")
@@ -569,8 +569,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
         return 0
     args = parser().parse_args(argv)
-    if args.grid == "seed":
-        bench = seed_grid()
+    if args.grid == "origin":
+        bench = origin_grid()
     else:
         bench = BenchConfig(routers=args.routers, kinds=args.kinds, impls=args.impls, capacity=args.capacity,
                             route_every=args.route_every, batch=args.batch, seq=args.seq,

@@ -583,7 +583,7 @@ def _routing_map(args) -> Figure:
 
 def _attention(args) -> Figure:
     found = _found(args)
-    candidates = [args.variant] if args.variant else ["mod", "seed", "threshold"]
+    candidates = [args.variant] if args.variant else ["mod", "probe", "threshold"]
     reasons = []
     for variant in candidates:
         model, dataset, runs = pick_runs(found, args.model, args.dataset, [variant])
@@ -629,7 +629,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output PDF; a PNG is written next to it")
     p.add_argument("--model", help="model of the run cell (default: the cell with most variants)")
     p.add_argument("--dataset", help="dataset of the run cell (default: the cell with most variants)")
-    p.add_argument("--variants", default="seed,mod", help="routing_map: comma-separated variants")
+    p.add_argument("--variants", default="probe,mod", help="routing_map: comma-separated variants")
     p.add_argument("--variant", help="attention: variant (default: mod, else seed)")
     p.add_argument("--mode", default="causal", help="attention: inference mode (causal|topk)")
     p.add_argument("--layer", type=int, help="attention: block (default: the most selective routed one)")

@@ -26,8 +26,8 @@ from .routing.early_exit import EarlyExitRouter
 from .routing.layerdrop import LayerDropRouter, drop_probabilities
 from .routing.mod import MoDRouter
 from .routing.mor import MoRRouter
+from .routing.probe import FrozenProbeRouter, ProbeRouter
 from .routing.random import RandomRouter
-from .routing.seed import FrozenSeedRouter, SeedRouter
 
 if TYPE_CHECKING:
     from .train import TrainConfig
@@ -129,7 +129,7 @@ def _expected_block(mean: float, var: float, cfg: ModelConfig) -> float:
 def _routed_counts(router: Router, length: int) -> dict[int, tuple[float, float]]:
     """Mean and variance of the tokens per sample each routed block runs in a training step, under the
     router's training rule at its effective capacity (exact for top-k routers and the random-drop ones;
-    an assumption — the learned fraction sits at its target — for seed and threshold)."""
+    an assumption — the learned fraction sits at its target — for probe and threshold)."""
     c, layers, n = router.effective_capacity, router.routed_layers, len(router.routed_layers)
     if isinstance(router, MoRRouter):  # nested top-k: the depth's scheduled capacity, exactly
         return {layer: (float(capacity_count(router.depth_capacity(d), length)), 0.0)
@@ -143,11 +143,11 @@ def _routed_counts(router: Router, length: int) -> dict[int, tuple[float, float]
         last = max(1, router.cfg.n_layers - 1)
         keep = {layer: 1.0 - router.max_layer_dropout * layer / last for layer in layers}
         return {layer: (q * length, length * length * q * (1 - q)) for layer, q in keep.items()}
-    if isinstance(router, FrozenSeedRouter):  # the untrained probe scores ≈ 0.5: run iff 0.5 > i/L
+    if isinstance(router, FrozenProbeRouter):  # the untrained probe scores ≈ 0.5: run iff 0.5 > i/L
         half = {layer: layer / router.cfg.n_layers for layer in layers}
         return {layer: ((1.0 if t < 0.5 else 0.5 if t == 0.5 else 0.0) * length, 0.0)
                 for layer, t in half.items()}
-    if isinstance(router, SeedRouter):  # s > 0 always: a block at threshold 0 runs every token; the
+    if isinstance(router, ProbeRouter):  # s > 0 always: a block at threshold 0 runs every token; the
         # rest of the budget (mean fraction c over routed blocks) is spread evenly over the others
         first = [layer for layer in layers if layer == 0]
         rest = n - len(first)

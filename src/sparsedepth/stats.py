@@ -1,7 +1,7 @@
 """Statistics of the study: the command that tests its hypotheses, and seed-level paired tests.
 
     python -m sparsedepth.stats --runs results/runs.csv --units RUN_DIR/units.csv ... \\
-        --primaries '[{"arm": "seed", "reference": "dense"}]' --baseline dense --out results/stats.csv
+        --primaries '[{"arm": "probe", "reference": "dense"}]' --baseline dense --out results/stats.csv
 
 The command tests the grid's declared primaries and every other arm in bits per byte, resampling seeds and
 documents (`sparsedepth.study.hypotheses`). The seed-level helpers below (paired t / Wilcoxon, BCa CI,

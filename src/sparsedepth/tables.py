@@ -3,7 +3,7 @@
     python -m sparsedepth.tables NAME --runs results/runs.csv --stats results/stats.csv \\
         --bench results/bench/bench.csv --out results/tables/NAME.tex
 
-NAME is `main` (one row per model × dataset × arm), `bench` (batch × sequence length per router, the seed
+NAME is `main` (one row per model × dataset × arm), `bench` (batch × sequence length per router, the origin
 project's table) or `numbers` (`\\newcommand` macros for every number the paper's text quotes). Each table
 is computed as a numeric DataFrame first (`main_table`, `bench_table`, `numbers`) and formatted second
 (pandas `Styler.to_latex` with booktabs rules), so the notebook can show the same numbers.
@@ -95,7 +95,7 @@ MACRO_NAME = re.compile(r"^[A-Za-z]+$")
 
 
 def escape_latex(text: object) -> str:
-    """Text safe in LaTeX's text mode (router names like `seed-frozen`, `dense_iso`, 50 %)."""
+    """Text safe in LaTeX's text mode (router names like `probe-frozen`, `dense_iso`, 50 %)."""
     return _LATEX_RE.sub(lambda m: _LATEX_SPECIALS[m.group()], str(text))
 
 
@@ -425,15 +425,15 @@ RUN_MACROS = (
     "NumRuns", "NumSeeds", "NumArms", "NumModels", "NumDatasets", "NumRouters", "DatasetNames", "ModelNames",
     "ArmNames", "TrainSteps", "SeqLen", "BatchSize", "NumLayers", "DModel", "Capacities", "ParamsM",
     "NumComparisons", "NumSignificant", "NumBetterThanDense", "BestArmSummary", "PrimaryModel",
-    "PrimaryDataset", "BestArm", "BestDelta", "BestP", "BestRelFlops", "DensePpl", "SeedDelta", "SeedP",
-    "SeedLayers", "SeedFrozenDelta", "SeedFrozenP", "SeedFrozenLayers", "ModDelta", "ModTopkDelta", "ModGap",
-    "ModGapPairs", "MaxCausalViolation", "TopkCausalViolation", "MaxBatchLeak", "DenseBpb",
+    "PrimaryDataset", "BestArm", "BestDelta", "BestP", "BestRelFlops", "DensePpl", "ProbeDelta", "ProbeP",
+    "ProbeLayers", "ProbeFrozenDelta", "ProbeFrozenP", "ProbeFrozenLayers", "ModDelta", "ModTopkDelta",
+    "ModGap", "ModGapPairs", "MaxCausalViolation", "TopkCausalViolation", "MaxBatchLeak", "DenseBpb",
     "PlannedFlopsSpread", "SpentFlopsSpread",
 )
 BENCH_MACROS = (
     "DeviceName", "TargetRouter", "TargetBatch", "TargetSeqLen", "TargetCapacity", "TargetSpeedup",
-    "TargetIdealSpeedup", "TargetEfficiency", "BestSpeedup", "BestSpeedupRouter", "SeedFlatSpeedup",
-    "SeedGatherSpeedup", "SeedGridBatch", "SeedGridSeqLen",
+    "TargetIdealSpeedup", "TargetEfficiency", "BestSpeedup", "BestSpeedupRouter", "OriginFlatSpeedup",
+    "OriginGatherSpeedup", "OriginGridBatch", "OriginGridSeqLen",
 )
 
 
@@ -508,7 +508,7 @@ def _run_numbers(runs: pd.DataFrame, stats: pd.DataFrame) -> dict[str, str]:
         m["PlannedFlopsSpread"] = f"{100 * spreads['planned_train_flops']:.1f}\\,\\%"
     if "train_flops" in spreads:
         m["SpentFlopsSpread"] = f"{100 * spreads['train_flops']:.1f}\\,\\%"
-    for prefix, arm in (("Seed", "seed"), ("SeedFrozen", "seed-frozen"), ("Mod", "mod"),
+    for prefix, arm in (("Probe", "probe"), ("ProbeFrozen", "probe-frozen"), ("Mod", "mod"),
                         ("ModTopk", "mod[topk]")):
         if arm in cell.index:
             m[f"{prefix}Delta"] = fmt_signed(cell.loc[arm, "delta"])
@@ -539,7 +539,7 @@ def _run_numbers(runs: pd.DataFrame, stats: pd.DataFrame) -> dict[str, str]:
 
 def _bench_numbers(bench: pd.DataFrame, device: str, kind: str, router: str | None) -> dict[str, str]:
     """The headline point on `device`: largest batch and sequence length measured for `kind`, gathered
-    implementation, the given router (default: the seed router, else the first routed one)."""
+    implementation, the given router (default: the probe router, else the first routed one)."""
     on = bench[bench["device"] == device]
     m: dict[str, str] = {}
     if on.empty:
@@ -555,7 +555,7 @@ def _bench_numbers(bench: pd.DataFrame, device: str, kind: str, router: str | No
     if df.empty:
         return m
     routers = sorted(df["router"].unique())
-    router = router if router in routers else ("seed" if "seed" in routers else routers[0])
+    router = router if router in routers else ("probe" if "probe" in routers else routers[0])
     df = df[df["router"] == router]
     df = df[df["batch"] == df["batch"].max()]
     t = df[df["seq_len"] == df["seq_len"].max()].sort_values("capacity").iloc[0]
@@ -566,15 +566,15 @@ def _bench_numbers(bench: pd.DataFrame, device: str, kind: str, router: str | No
     return m
 
 
-def _seed_grid_numbers(bench: pd.DataFrame, device: str, kind: str) -> dict[str, str]:
-    """The seed project's grid at its largest point: its flattened batch and our gather, vs dense."""
+def _origin_grid_numbers(bench: pd.DataFrame, device: str, kind: str) -> dict[str, str]:
+    """The origin project's grid at its largest point: its flattened batch and our gather, vs dense."""
     on = bench[(bench["device"] == device) & (bench["kind"] == kind)]
     if on.empty:
         return {}
     on = on[on["batch"] == on["batch"].max()]
     on = on[on["seq_len"] == on["seq_len"].max()]
-    m = {"SeedGridBatch": fmt_int(on["batch"].iloc[0]), "SeedGridSeqLen": fmt_int(on["seq_len"].iloc[0])}
-    for impl, key in (("seed-flat", "SeedFlatSpeedup"), ("gather", "SeedGatherSpeedup")):
+    m = {"OriginGridBatch": fmt_int(on["batch"].iloc[0]), "OriginGridSeqLen": fmt_int(on["seq_len"].iloc[0])}
+    for impl, key in (("origin-flat", "OriginFlatSpeedup"), ("gather", "OriginGatherSpeedup")):
         rows = on[(on["impl"] == impl) & (on["router"] != BASELINE)]
         if not rows.empty:
             m[key] = fmt_num(rows["speedup"].median())
@@ -600,7 +600,7 @@ def numbers(runs: pd.DataFrame, stats: pd.DataFrame, bench: pd.DataFrame, kind: 
         found = {}
         if not bench.empty:
             found = {**_bench_numbers(on_grid(bench, "main"), device, kind, router),
-                     **_seed_grid_numbers(on_grid(bench, "seed"), device, kind)}
+                     **_origin_grid_numbers(on_grid(bench, "origin"), device, kind)}
         m.update({prefix + k: found.get(k, NOT_MEASURED) for k in BENCH_MACROS})
     m["BenchKind"] = escape_latex(kind)
     for key, col in (("BenchThreads", "threads"), ("TorchVersion", "torch")):
@@ -627,7 +627,7 @@ def _main(a) -> str:
 
 
 def on_grid(bench: pd.DataFrame, grid: str) -> pd.DataFrame:
-    """Rows of one benchmark grid (`main`: the configured model; `seed`: the seed project's own grid)."""
+    """Rows of one benchmark grid (`main`: the configured model; `origin`: the origin project's own grid)."""
     return bench[bench["grid"] == grid] if "grid" in bench and not bench.empty else bench
 
 
@@ -636,8 +636,8 @@ def _bench(a) -> str:
     text = format_bench(bench_table(bench, a.kind), bench, a.kind)
     if a.grid == "main":
         return text
-    seed_caption = "\\caption{The seed project's benchmark grid (its 6-block, $d=64$ model). Measured"
-    return text.replace("{tab:bench}", "{tab:bench-seed}").replace("\\caption{Measured", seed_caption)
+    origin_caption = "\\caption{The origin project's benchmark grid (its 6-block, $d=64$ model). Measured"
+    return text.replace("{tab:bench}", "{tab:bench-origin}").replace("\\caption{Measured", origin_caption)
 
 
 def build_commit() -> str:
@@ -697,7 +697,7 @@ def parser() -> argparse.ArgumentParser:
                    "decode)")
     p.add_argument("--router", help="numbers: router of the headline benchmark point (default: seed)")
     p.add_argument("--study", help="numbers: the grid's name, printed on the paper with the commit")
-    p.add_argument("--grid", default="main", choices=["main", "seed"], help="bench: which benchmark grid")
+    p.add_argument("--grid", default="main", choices=["main", "origin"], help="bench: which benchmark grid")
     return p
 
 

@@ -12,9 +12,9 @@ import pytest
 from sparsedepth.stats import main
 from sparsedepth.study.hypotheses import HypothesisError, load_units, run_hypotheses
 
-EFFECTS = {"dense": 0.0, "seed": -0.05, "seed-frozen": 0.30, "mod": 0.0, "threshold": 0.08, "mor": 0.02}
-PRIMARIES = [{"arm": "seed", "reference": "dense"}, {"arm": "mod", "reference": "dense"},
-             {"arm": "seed", "reference": "seed-frozen"},
+EFFECTS = {"dense": 0.0, "probe": -0.05, "probe-frozen": 0.30, "mod": 0.0, "threshold": 0.08, "mor": 0.02}
+PRIMARIES = [{"arm": "probe", "reference": "dense"}, {"arm": "mod", "reference": "dense"},
+             {"arm": "probe", "reference": "probe-frozen"},
              {"best_of": ["threshold", "mor"], "reference": "dense", "label": "best other"}]
 
 
@@ -50,11 +50,11 @@ def test_primaries_are_holm_the_rest_bh_and_verdicts_follow_the_numbers(tmp_path
     primary = table[table["family"] == "primary"].set_index("hypothesis")
     assert len(primary) == 4 and (primary["correction"] == "holm").all()
     assert (table.loc[table["family"] == "exploratory", "correction"] == "bh").all()
-    # every other arm vs dense is exploratory; seed vs dense and mod vs dense are not repeated there
-    assert set(table.loc[table["family"] == "exploratory", "arm"]) == {"seed-frozen", "threshold"}
-    assert primary.loc["seed vs dense", "effect"] == pytest.approx(-0.05, abs=0.01)
-    assert primary.loc["seed vs dense", "verdict"] == "better"
-    assert primary.loc["seed vs seed-frozen", "verdict"] == "better"
+    # every other arm vs dense is exploratory; probe vs dense and mod vs dense are not repeated there
+    assert set(table.loc[table["family"] == "exploratory", "arm"]) == {"probe-frozen", "threshold"}
+    assert primary.loc["probe vs dense", "effect"] == pytest.approx(-0.05, abs=0.01)
+    assert primary.loc["probe vs dense", "verdict"] == "better"
+    assert primary.loc["probe vs probe-frozen", "verdict"] == "better"
     assert primary.loc["mod vs dense", "verdict"] == "no detectable difference"
     assert primary.loc["mod vs dense", "ci_low"] < 0 < primary.loc["mod vs dense", "ci_high"]
     best = primary.loc["best other"]
@@ -95,7 +95,7 @@ def test_stats_command_writes_the_table_and_refuses_bad_input(tmp_path, capsys):
     args = ["--runs", str(runs_csv), "--out", str(out), "--units", *paths]
     assert main([*args, "--primaries", json.dumps(PRIMARIES[:2])]) == 0
     table = pd.read_csv(out)
-    assert (table["family"] == "primary").sum() == 2 and "seed vs dense" in capsys.readouterr().out
+    assert (table["family"] == "primary").sum() == 2 and "probe vs dense" in capsys.readouterr().out
     assert main([*args, "--primaries", "{not json"]) == 2
     assert "--primaries is not JSON" in capsys.readouterr().err
     bad_out = tmp_path / "x.csv"

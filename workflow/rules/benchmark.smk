@@ -2,14 +2,14 @@
 # (`resources: gpu=1`), else on the CPU; the device is named in every row. A benchmark job takes all cores
 # so training jobs never share the CPU with a timing.
 rule benchmark_grid:
-    """The configured model size and grid (`main`: train step, prefill, cached decode) or the seed project's
-    own benchmark (`seed`: 6 layers, d=64, batch 2/8/16 × seq 20–256, its flattened batch beside ours)."""
+    """The configured model size and grid (`main`: train step, prefill, cached decode) or the origin project's
+    own benchmark (`origin`: 6 layers, d=64, batch 2/8/16 × seq 20–256, its flattened batch beside ours)."""
     output:
         "results/bench/{grid}.csv",
     wildcard_constraints:
-        grid="main|seed_grid",
+        grid="main|origin_grid",
     params:
-        args=lambda w: bench_args("seed" if w.grid == "seed_grid" else "main"),
+        args=lambda w: bench_args("origin" if w.grid == "origin_grid" else "main"),
     threads: workflow.cores
     resources:
         gpu=1,
@@ -24,7 +24,7 @@ rule benchmark_grid:
 rule merge_benchmarks:
     """One tidy benchmark table for tables, figures and the paper."""
     input:
-        ["results/bench/main.csv"] + (["results/bench/seed_grid.csv"] if BENCH["seed_grid"] else []),
+        ["results/bench/main.csv"] + (["results/bench/origin_grid.csv"] if BENCH["origin_grid"] else []),
     output:
         "results/bench/bench.csv",
     log:
@@ -40,5 +40,5 @@ rule benchmark:
     input:
         "results/bench/bench.csv",
         "results/tables/bench.tex",
-        "results/tables/bench_seed.tex",
+        "results/tables/bench_origin.tex",
         "results/figures/speed.pdf",

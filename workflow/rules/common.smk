@@ -7,7 +7,7 @@ from sparsedepth.grid import RunKey
 ENV = "../../environment.yml"
 RUN_DIR = "results/runs/{model}/{variant}/{dataset}/seed{seed}"
 FIGURES = ["pareto", "train_flops", "learning_curve", "layers_hist", "routing_map", "speed", "attention"]
-TABLES = ["hypotheses", "main", "equal_steps", "bench", "bench_seed", "numbers"]
+TABLES = ["hypotheses", "main", "equal_steps", "bench", "bench_origin", "numbers"]
 
 
 def data_dir(dataset):
@@ -52,7 +52,7 @@ TABLE_INPUTS = {
     "main": ["results/runs.csv", "results/stats.csv"],
     "equal_steps": ["results/curves.csv"],
     "bench": ["results/bench/bench.csv"],
-    "bench_seed": ["results/bench/bench.csv"],
+    "bench_origin": ["results/bench/bench.csv"],
     "numbers": ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv", "results/curves.csv"],
 }
 
@@ -85,8 +85,8 @@ def bench_args(grid_name):
     """Command-line flags of `python -m sparsedepth.bench` for one grid, from the config."""
     common = (f"--device {BENCH['device']} --threads {BENCH['threads']} --repeats {BENCH['repeats']} "
               f"--warmup {BENCH['warmup']} --max-seconds {BENCH['max_seconds']}")
-    if grid_name == "seed":
-        return f"--grid seed {common}"
+    if grid_name == "origin":
+        return f"--grid origin {common}"
     return (f"{common} --routers {csv_list(BENCH['routers'])} --kinds {csv_list(BENCH['kinds'])} "
             f"--capacity {BENCH['capacity']} --batch {csv_list(BENCH['batch'])} --seq {csv_list(BENCH['seq'])} "
             f"--d-model {BENCH['d_model']} --n-layers {BENCH['n_layers']} --n-heads {BENCH['n_heads']} "

@@ -30,7 +30,7 @@ rule table:
     wildcard_constraints:
         name="|".join(TABLE_INPUTS),
     params:
-        args=lambda w: {"bench_seed": "bench --grid seed"}.get(w.name, w.name),
+        args=lambda w: {"bench_origin": "bench --grid origin"}.get(w.name, w.name),
         study=config["name"],
         inputs=input_flags,
     log:

@@ -6,13 +6,13 @@ from .early_exit import EarlyExitRouter
 from .layerdrop import LayerDropRouter
 from .mod import MoDRouter
 from .mor import MoRRouter
+from .probe import FrozenProbeRouter, ProbeRouter
 from .random import RandomRouter
-from .seed import FrozenSeedRouter, SeedRouter
 from .threshold import ThresholdRouter
 
 ROUTERS: dict[str, type[Router]] = {
     cls.name: cls
-    for cls in (DenseRouter, SeedRouter, FrozenSeedRouter, MoDRouter, ThresholdRouter, RandomRouter,
+    for cls in (DenseRouter, ProbeRouter, FrozenProbeRouter, MoDRouter, ThresholdRouter, RandomRouter,
                 EarlyExitRouter, MoRRouter, LayerDropRouter)
 }
 

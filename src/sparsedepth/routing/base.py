@@ -97,7 +97,7 @@ class Router(nn.Module):
     @property
     def effective_capacity(self) -> float:
         """The capacity in force now: with a curriculum it falls linearly from 1.0 to the target over the
-        first `curriculum` fraction of training (the seed's future-work idea), then stays at the target.
+        first `curriculum` fraction of training (future work of the origin project), then stays at the target.
         Evaluation always uses the target, so a mid-training validation measures the final model."""
         if not self.training or self.curriculum <= 0 or self.progress >= self.curriculum:
             return self.capacity

@@ -1,4 +1,4 @@
-"""The seed project's probe, made trainable: one score per token decides its depth.
+"""The origin project's probe, made trainable: one score per token decides its depth.
 
 s = sigmoid(w·e + b) from the token embedding, once; layer i runs iff s > i/L, so depth = ceil(L·s).
 The original gave the probe no gradient. Here the gate is straight-through (value 1, gradient of s) and a
@@ -13,8 +13,8 @@ from torch import Tensor, nn
 from .base import Decision, Router, straight_through
 
 
-class SeedRouter(Router):
-    name = "seed"
+class ProbeRouter(Router):
+    name = "probe"
     default_route_every = 1
 
     def __init__(self, cfg, capacity, routed_layers, budget_weight: float = 1.0, **gating):
@@ -42,10 +42,10 @@ class SeedRouter(Router):
         return Decision(mask=mask, gate=straight_through(mask, soft))
 
 
-class FrozenSeedRouter(SeedRouter):
-    """The seed exactly as published: a randomly initialised probe that never trains (control)."""
+class FrozenProbeRouter(ProbeRouter):
+    """The origin project's probe as published: randomly initialised, never trained (control)."""
 
-    name = "seed-frozen"
+    name = "probe-frozen"
     learned = False
 
     def __init__(self, cfg, capacity, routed_layers):

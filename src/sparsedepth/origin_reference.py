@@ -1,7 +1,7 @@
-"""The seed project's sparse forward, re-implemented as a documented ablation (`impl = seed-flat`).
+"""The origin project's sparse forward, re-implemented as a documented ablation (`impl = origin-flat`).
 
 The original scores each token once (sigmoid of a linear probe on the embedding) and runs layer i on the
-tokens with score > i/L, like our `seed` router, but batches them by *flattening*: the chosen tokens of
+tokens with score > i/L, like our `probe` router, but batches them by *flattening*: the chosen tokens of
 every sample are concatenated into one sequence and run through one attention with no mask at all. That
 mixes tokens across batch items, is not causal, and makes attention quadratic in the batch's token count.
 We keep it only to time it beside our per-sample gather on the same blocks and weights; the tests assert
@@ -17,11 +17,11 @@ from .model import SparseDepthModel
 
 
 def flat_forward(model: SparseDepthModel, idx: Tensor) -> tuple[Tensor, Tensor]:
-    """Logits [B, T, V] and which blocks each token ran [B, T, L] (bool), computed the seed project's way.
+    """Logits [B, T, V] and which blocks each token ran [B, T, L] (bool), computed the origin project's way.
     Differentiable, so a training step can be timed too. Non-routed blocks run every token (flattened)."""
     router = model.router
     if not hasattr(router, "probe"):
-        raise ValueError(f"seed-flat needs the seed probe router, not {router.name!r}")
+        raise ValueError(f"origin-flat needs the probe router, not {router.name!r}")
     B, T = idx.shape
     L = model.cfg.n_layers
     h = model.wte(idx)
