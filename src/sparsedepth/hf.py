@@ -112,6 +112,11 @@ class RoutedCache:
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen
 
+    @property
+    def is_linear(self) -> list[bool]:
+        """Per layer: a recurrent state HF cannot slice (none here: every block is attention)."""
+        return [False] * (0 if self.kv is None else len(self.kv.layers))
+
     def record(self, before: Tensor, routing: Tensor) -> None:
         """After a forward pass of T tokens: which of them each block cached. A block appends the tokens
         that ran it, or every token when it propagates state (an early exit's skipped tokens stay keys);
@@ -241,8 +246,12 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
         return new
 
     def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
-        """Refuse up front what would fail at token `max_seq_len` (and lose the output)."""
+        """Refuse up front what would fail at token `max_seq_len` (and lose the output), and outputs that
+        would silently come back as None (`generate` validates its final config here, every mode)."""
         super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+        for name in ("output_hidden_states", "output_attentions"):
+            if getattr(generation_config, name, False):
+                raise NotImplementedError(f"{name} is not provided by SparseDepth's generate (see forward)")
         if generation_config.max_length > self.config.max_seq_len:
             raise ValueError(
                 f"prompt ({input_ids_length} tokens) + new tokens = {generation_config.max_length} exceeds "
