@@ -77,7 +77,7 @@ def test_export_writes_config_code_tokenizer_and_card(exported):
     summary = json.loads((run_dir / "summary.json").read_text())
     assert card.startswith("---\nlibrary_name: transformers")
     assert f"{summary['val_loss']:.4g}" in card and f"{summary['n_params']}" in card
-    assert "tinyshakespeare" in card and "trust_remote_code=True" in card and "block 3" in card
+    assert "tinyshakespeare" in card and "trust_remote_code=True" in card and "| 3 | " in card
     assert "import sparsedepth" not in card
 
 
@@ -174,3 +174,19 @@ def test_lm_eval_stock_hf_model_scores_the_export(exported, tmp_path):
             nats += F.cross_entropy(trained(x).logits[0, :-1].float(), x[0, 1:], reduction="sum").item()
             n_bytes += len(text.encode())
     assert measured == pytest.approx(nats / n_bytes / math.log(2), rel=1e-4)
+
+
+def test_model_card_reports_the_runs_evaluation(exported, tmp_path):
+    from sparsedepth.hf import from_run
+    from sparsedepth.model_card import model_card
+
+    run_dir, _ = exported
+    for name in ("config.json", "summary.json"):
+        (tmp_path / name).write_text((run_dir / name).read_text())
+    split = {"loss": 4.25, "ppl": math.exp(4.25), "bpb": 1.875, "layers_per_token": 3.5, "n_tokens": 1234}
+    evaluation = {"modes": {"causal": {"validation": split, "test": split}}}
+    (tmp_path / "eval.json").write_text(json.dumps(evaluation))
+    routing = {"tokens": 10, "layers_per_token": 2.5, "fraction_run_per_block": [1.0, 0.5, 1.0, 0.0]}
+    card = model_card(tmp_path, from_run(run_dir), routing, ["modeling_sparsedepth.py"], "0.0 (test)")
+    assert "| causal | validation | 4.25 | 70.11 | 1.875 | 3.5 |" in card and "| causal | test |" in card
+    assert "2.500 of 4 blocks per token" in card and "| 1 | 0.5 |" in card

@@ -98,7 +98,7 @@ def model_card(run_dir: Path, model, routing: dict, code_files: list[str], versi
         lines += [f"Measured at export on {routing['tokens']} validation tokens (windows of "
                   f"{config.max_seq_len}): {routing['layers_per_token']:.3f} of {config.n_layers} blocks per "
                   "token on average. Fraction of tokens that run each block:", ""]
-        lines += _table([(f"block {i}", f) for i, f in enumerate(routing["fraction_run_per_block"])],
+        lines += _table(list(enumerate(routing["fraction_run_per_block"])),
                         ("block", "fraction run"))
     else:
         lines.append("The validation split is too short to measure routing at export.")
