@@ -5,38 +5,46 @@ an exported model computes exactly what the trained run computes. The HF `cache`
 `KVCache` (a token is a key only in the blocks it ran), so cached `generate` equals the full forward pass.
 Padded batches are refused: use `sparsedepth.generate.generate` for prompts of different lengths.
 
+This file down to the "end of the exported modeling code" line is also the exported `modeling_sparsedepth.py`
+(`hf_export.export_code` copies it and the package files it imports), so it imports only the model's own
+modules, torch and transformers. Exporting a run (`hf_export`) is not part of it:
+
     python -m sparsedepth.hf export --run results/runs/.../seed0 --out exported/
 """
 
 from __future__ import annotations
 
-import argparse
 import sys
-from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from tokenizers import Tokenizer
 from torch import Tensor, nn
-from transformers import (
+
+TRANSFORMERS_TESTED = ">=5.24,<6"  # the range pyproject's `hf` extra declares (tested: 5.24)
+try:
+    import transformers
+except ImportError as e:  # only the `hf` extra installs transformers
+    raise ImportError(f"the SparseDepth Hugging Face wrapper needs transformers{TRANSFORMERS_TESTED}: "
+                      "pip install 'sparsedepth[hf]'") from e
+if int(transformers.__version__.split(".")[0]) < 5:
+    raise ImportError(f"the SparseDepth Hugging Face wrapper needs transformers{TRANSFORMERS_TESTED}, found "
+                      f"{transformers.__version__}: pip install 'sparsedepth[hf]'")
+
+from transformers import (  # noqa: E402 (after the version check)
     AutoConfig,
     AutoModelForCausalLM,
     GenerationMixin,
     PretrainedConfig,
     PreTrainedModel,
-    PreTrainedTokenizerFast,
 )
-from transformers import initialization as init
-from transformers.modeling_outputs import CausalLMOutputWithPast
+from transformers import initialization as init  # noqa: E402
+from transformers.modeling_outputs import CausalLMOutputWithPast  # noqa: E402
 
-from .cache import KVCache
-from .checkpoint import CheckpointError
-from .config import ConfigError, ModelConfig, from_dict, to_dict
-from .data import DataError, TokenData
-from .model import Block, Rotary, SparseDepthModel, build_model
-from .routing import ROUTERS, Router
+from .cache import KVCache  # noqa: E402
+from .config import ConfigError, ModelConfig, from_dict, to_dict  # noqa: E402
+from .model import Block, Rotary, SparseDepthModel, build_model  # noqa: E402
+from .routing import ROUTERS, Router  # noqa: E402
 
 _MODEL_DEFAULTS = ModelConfig()
 
@@ -90,22 +98,60 @@ class SparseDepthConfig(PretrainedConfig):
 
 class RoutedCache:
     """Our routed `KVCache` in the shape `generate` passes around; `seen` = tokens fed so far (no padding,
-    so every row is at the same position)."""
+    so every row is at the same position). `kv` is made at the first forward pass (its batch size is known
+    only then). `appended` [B, seen, L] records which tokens each block cached, so `crop` can roll back
+    exactly what assisted decoding rejects."""
 
     is_compileable = False
-    is_croppable = False
+    is_croppable = True
 
-    def __init__(self, kv: KVCache):
+    def __init__(self, kv: KVCache | None = None):
         self.kv, self.seen = kv, 0
+        self.appended: Tensor | None = None
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen
+
+    @property
+    def is_linear(self) -> list[bool]:
+        """Per layer: a recurrent state HF cannot slice (none here: every block is attention)."""
+        return [False] * (0 if self.kv is None else len(self.kv.layers))
+
+    def record(self, before: Tensor, routing: Tensor) -> None:
+        """After a forward pass of T tokens: which of them each block cached. A block appends the tokens
+        that ran it, or every token when it propagates state (an early exit's skipped tokens stay keys);
+        the cache lengths before ([B, L]) and after tell the two apart."""
+        added = self.kv.lengths() - before  # [B, L]
+        ran = routing.sum(1)
+        everyone = added == routing.shape[1]
+        if not bool(((added == ran) | everyone).all()):
+            raise RuntimeError("routed cache: a block cached neither the tokens that ran it nor all tokens")
+        step = routing | everyone.unsqueeze(1)
+        self.appended = step if self.appended is None else torch.cat([self.appended, step], dim=1)
+        self.seen += routing.shape[1]
+
+    def activate_past_recording(self) -> None:
+        """Assisted decoding calls this before it crops; every forward pass is recorded anyway."""
+
+    def crop(self, max_length: int) -> None:
+        """Keep the first `max_length` tokens (negative: drop the last -`max_length`), as HF's caches do.
+        Keys/values past each block's new length are left in place: attention never reads them and the
+        next tokens overwrite them."""
+        keep = self.seen + max_length if max_length < 0 else min(max_length, self.seen)
+        if keep == self.seen:
+            return
+        self.appended = self.appended[:, :keep]
+        for layer, c in enumerate(self.kv.layers):
+            c.lengths.copy_(self.appended[:, :, layer].sum(1))
+        self.kv.positions.fill_(keep)
+        self.seen = keep
 
     def reorder_cache(self, beam_idx: Tensor) -> None:
         """Beam search: row i continues beam `beam_idx[i]`."""
         for c in self.kv.layers:
             c.k, c.v, c.lengths = c.k[beam_idx], c.v[beam_idx], c.lengths[beam_idx]
         self.kv.positions = self.kv.positions[beam_idx]
+        self.appended = self.appended[beam_idx]
 
 
 @dataclass
@@ -178,11 +224,69 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
                 return Rotary(cfg.d_model // cfg.n_heads, cfg.max_seq_len, cfg.rope_base)
             return type(module)(cfg, module.capacity, module.routed_layers, **self.config.router_options)
 
-    def forward(self, input_ids: Tensor, attention_mask: Tensor | None = None, labels: Tensor | None = None,
-                cache: RoutedCache | None = None, use_cache: bool | None = None,
-                past_key_values: RoutedCache | None = None, **kwargs) -> SparseDepthOutput:
+    def resize_token_embeddings(self, new_num_tokens: int | None = None,
+                                pad_to_multiple_of: int | None = None,
+                                mean_resizing: bool = True) -> nn.Embedding:
+        """Grow or shrink the tied embedding/head; new rows are the mean of the old ones (deterministic)."""
+        if new_num_tokens is None:
+            return self.model.wte
+        if pad_to_multiple_of:
+            new_num_tokens = -(-new_num_tokens // pad_to_multiple_of) * pad_to_multiple_of
+        old = self.model.wte.weight
+        new = nn.Embedding(new_num_tokens, old.shape[1], device=old.device, dtype=old.dtype)
+        kept = min(new_num_tokens, old.shape[0])
+        with torch.no_grad():
+            new.weight[:kept] = old[:kept]
+            new.weight[kept:] = old.mean(0)
+        self.model.wte = new
+        self.model.lm_head = nn.Linear(old.shape[1], new_num_tokens, bias=False, device=old.device,
+                                       dtype=old.dtype)
+        self.model.lm_head.weight = new.weight  # still tied
+        self.model.cfg.vocab_size = self.config.vocab_size = new_num_tokens
+        return new
+
+    def _validate_generated_length(self, generation_config, input_ids_length, has_default_max_length):
+        """Refuse up front what would fail at token `max_seq_len` (and lose the output), and outputs that
+        would silently come back as None (`generate` validates its final config here, every mode)."""
+        super()._validate_generated_length(generation_config, input_ids_length, has_default_max_length)
+        for name in ("output_hidden_states", "output_attentions"):
+            if getattr(generation_config, name, False):
+                raise NotImplementedError(f"{name} is not provided by SparseDepth's generate (see forward)")
+        if generation_config.max_length > self.config.max_seq_len:
+            raise ValueError(
+                f"prompt ({input_ids_length} tokens) + new tokens = {generation_config.max_length} exceeds "
+                f"max_seq_len {self.config.max_seq_len}: lower max_new_tokens (at most "
+                f"{self.config.max_seq_len - input_ids_length}) or shorten the prompt")
+
+    def _prepare_cache_for_generation(self, generation_config, model_kwargs, generation_mode, batch_size,
+                                      max_cache_length):
+        """Assisted and prompt-lookup decoding need the cache before the first forward pass (to crop it)."""
+        if generation_mode == "assisted_generation" and model_kwargs.get("cache") is None:
+            if not self.decodes_causally:
+                raise ValueError("assisted decoding needs a cache, and MoD's top-k inference mode is not "
+                                 "causal, so it cannot decode with one")
+            if generation_config.use_cache is False:
+                raise ValueError("assisted decoding needs the routed cache: do not pass use_cache=False")
+            model_kwargs["cache"] = RoutedCache()
+        return super()._prepare_cache_for_generation(generation_config, model_kwargs, generation_mode,
+                                                     batch_size, max_cache_length)
+
+    def forward(self, input_ids: Tensor | None = None, attention_mask: Tensor | None = None,
+                labels: Tensor | None = None, cache: RoutedCache | None = None, use_cache: bool | None = None,
+                past_key_values: RoutedCache | None = None, inputs_embeds: Tensor | None = None,
+                output_hidden_states: bool | None = None, output_attentions: bool | None = None,
+                **kwargs) -> SparseDepthOutput:
         """Logits for `input_ids` (continuing `cache` when given). `labels` are the inputs, HF-style: they
         are shifted here, -100 is ignored. `past_key_values` is the pre-5.x name of `cache`."""
+        if inputs_embeds is not None or input_ids is None:
+            raise NotImplementedError("SparseDepth takes input_ids only: routers such as seed score the "
+                                      "token embedding itself, so an inputs_embeds path is not provided")
+        if output_hidden_states or self.config.output_hidden_states:
+            raise NotImplementedError("output_hidden_states is not provided: routed blocks update only the "
+                                      "tokens they run; use the output's layers_per_token for routing")
+        if output_attentions or self.config.output_attentions:
+            raise NotImplementedError("output_attentions is not provided (attention runs through fused SDPA "
+                                      "over each block's kept tokens only)")
         cache = cache if cache is not None else past_key_values
         if attention_mask is not None and not bool(attention_mask.all()):
             raise ValueError("padded batches (attention_mask with zeros) are unsupported through the HF "
@@ -191,11 +295,14 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
         if cache is not None and not self.decodes_causally:
             raise ValueError("MoD's top-k inference mode is not causal, so it cannot decode with a cache")
         if cache is None and use_cache and self.decodes_causally and not self.training:
-            cache = RoutedCache(KVCache.empty(self.model, input_ids.shape[0]))
+            cache = RoutedCache()
+        if cache is not None and cache.kv is None:
+            cache.kv = KVCache.empty(self.model, input_ids.shape[0])
+        before = None if cache is None else cache.kv.lengths()
         targets = None if labels is None else F.pad(labels[:, 1:], (0, 1), value=-100)
         out = self.model(input_ids, targets, cache=None if cache is None else cache.kv)
         if cache is not None:
-            cache.seen += input_ids.shape[1]
+            cache.record(before, out.routing)
         loss = out.loss
         if loss is not None and out.aux_loss is not None:
             loss = loss + out.aux_loss
@@ -208,70 +315,32 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
         """With our cache, feed only the tokens it has not seen; without one, the whole sequence (exact:
         every router decides causally at inference, except MoD top-k, which then recomputes by design)."""
         cache = cache if cache is not None else kwargs.get("past_key_values")
+        if kwargs.get("inputs_embeds") is not None:
+            raise NotImplementedError("SparseDepth generates from input_ids only (no inputs_embeds path)")
         if cache is not None:
             input_ids = input_ids[:, cache.seen:]
         return {"input_ids": input_ids, "attention_mask": attention_mask, "cache": cache,
                 "use_cache": use_cache}
 
 
+# --- end of the exported modeling code: below, registration and the export entry points -----------------
+
 AutoConfig.register("sparsedepth", SparseDepthConfig, exist_ok=True)
 AutoModelForCausalLM.register(SparseDepthConfig, SparseDepthForCausalLM, exist_ok=True)
 
-
-def _load(run_dir: str | Path) -> tuple[SparseDepthForCausalLM, TokenData]:
-    from .evaluate import load_run  # evaluate pulls in training code; only export needs it
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise CheckpointError(f"run directory {run_dir} does not exist")
-    model, cfg, data = load_run(run_dir)
-    config = SparseDepthConfig.from_model(model, cfg.router, cfg.capacity, cfg.route_every,
-                                          cfg.router_options, eos_token_id=data.eot_id)
-    wrapper = SparseDepthForCausalLM(config)
-    wrapper.model.load_state_dict(model.state_dict())
-    wrapper.generation_config.eos_token_id = data.eot_id
-    return wrapper.eval(), data
+_EXPORT_SIDE = ("from_run", "hf_tokenizer", "export_run", "export_code", "model_card", "main")
 
 
-def from_run(run_dir: str | Path) -> SparseDepthForCausalLM:
-    """The HF model of a finished training run (eval mode, trained weights)."""
-    return _load(run_dir)[0]
+def __getattr__(name: str):
+    """`from_run`, `export_run`, ... live in `hf_export` (they read run directories and data)."""
+    if name in _EXPORT_SIDE:
+        from . import hf_export
 
-
-def hf_tokenizer(tokenizer: Tokenizer, eos_id: int, max_length: int | None = None) -> PreTrainedTokenizerFast:
-    """Our BPE `tokenizers.Tokenizer` as a transformers tokenizer (a copy: the original is left as is)."""
-    copy = Tokenizer.from_str(tokenizer.to_str())
-    extra = {} if max_length is None else {"model_max_length": max_length}
-    return PreTrainedTokenizerFast(tokenizer_object=copy, eos_token=tokenizer.id_to_token(eos_id), **extra)
-
-
-def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Write a run as an HF model directory: config, safetensors weights, generation and tokenizer files."""
-    model, data = _load(run_dir)
-    out = Path(out_dir)
-    model.save_pretrained(out)
-    hf_tokenizer(data.tokenizer, data.eot_id, model.config.max_seq_len).save_pretrained(out)
-    return out
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparsedepth.hf", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    export = sub.add_parser("export", help="save a trained run as a Hugging Face model directory")
-    export.add_argument("--run", required=True, help="run directory (holds config.json, model.safetensors)")
-    export.add_argument("--out", required=True, help="output directory for save_pretrained")
-    args = parser.parse_args(argv)
-    try:
-        out = export_run(args.run, args.out)
-    except (CheckpointError, ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"exported {args.run} -> {out} (load with AutoModelForCausalLM.from_pretrained after "
-          "`import sparsedepth.hf`)")
-    return 0
+        return getattr(hf_export, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 if __name__ == "__main__":
-    from sparsedepth.hf import main as _main  # the importable module's classes, not __main__'s copies
+    from sparsedepth.hf_export import main as _main  # the importable module's classes, not __main__'s copies
 
     sys.exit(_main())
