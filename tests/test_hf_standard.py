@@ -53,7 +53,7 @@ def test_prompt_lookup_and_assisted_decoding_equal_greedy(case, tiny_cfg, monkey
     greedy = model.generate(x, max_new_tokens=10, do_sample=False)
     lookup = model.generate(x, max_new_tokens=10, do_sample=False, prompt_lookup_num_tokens=3)
     assert torch.equal(lookup, greedy)
-    assistant = hf_model("seed", tiny_cfg, seed=1)  # a different draft model, also on our cache
+    assistant = hf_model("probe", tiny_cfg, seed=1)  # a different draft model, also on our cache
     assisted = model.generate(x, max_new_tokens=10, do_sample=False, assistant_model=assistant)
     assert torch.equal(assisted, greedy)
     assert any(n < 0 for n in crops)  # drafts were rejected and rolled back
@@ -65,12 +65,12 @@ def test_assisted_decoding_is_refused_clearly_where_no_cache_can_serve(tiny_cfg)
     with pytest.raises(ValueError, match="top-k inference mode is not causal"):
         topk.generate(x, max_new_tokens=4, do_sample=False, prompt_lookup_num_tokens=3)
     with pytest.raises(ValueError, match="needs the routed cache"):
-        hf_model("seed", tiny_cfg).generate(x, max_new_tokens=4, do_sample=False, prompt_lookup_num_tokens=3,
+        hf_model("probe", tiny_cfg).generate(x, max_new_tokens=4, do_sample=False, prompt_lookup_num_tokens=3,
                                             use_cache=False)
 
 
 def test_generation_past_max_seq_len_is_refused_before_any_forward_pass(tiny_cfg):
-    model = hf_model("seed", tiny_cfg)
+    model = hf_model("probe", tiny_cfg)
     x = tokens(tiny_cfg, batch=1, length=60)
     calls = []
     hook = model.register_forward_pre_hook(lambda *args: calls.append(1))
@@ -104,7 +104,7 @@ def test_resize_token_embeddings_keeps_the_tie_and_the_old_rows(tiny_cfg, tmp_pa
 
 
 def test_what_the_wrapper_does_not_provide_raises_not_implemented(tiny_cfg):
-    model = hf_model("seed", tiny_cfg)
+    model = hf_model("probe", tiny_cfg)
     x = tokens(tiny_cfg, batch=1, length=8)
     with pytest.raises(NotImplementedError, match="output_hidden_states"):
         model(x, output_hidden_states=True)

@@ -279,7 +279,7 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
         """Logits for `input_ids` (continuing `cache` when given). `labels` are the inputs, HF-style: they
         are shifted here, -100 is ignored. `past_key_values` is the pre-5.x name of `cache`."""
         if inputs_embeds is not None or input_ids is None:
-            raise NotImplementedError("SparseDepth takes input_ids only: routers such as seed score the "
+            raise NotImplementedError("SparseDepth takes input_ids only: routers such as probe score the "
                                       "token embedding itself, so an inputs_embeds path is not provided")
         if output_hidden_states or self.config.output_hidden_states:
             raise NotImplementedError("output_hidden_states is not provided: routed blocks update only the "
