@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from sparsedepth import ModelConfig
-from sparsedepth.bench import COLUMNS, BenchConfig, calibrate, main, make_model, run_grid
+from sparsedepth.bench import COLUMNS, BenchConfig, calibrate, main, make_model, origin_grid, parser, run_grid
+from sparsedepth.bench.cli import config_from_flags
 from sparsedepth.config import ConfigError
 from sparsedepth.origin_reference import flat_forward
 
@@ -110,6 +111,27 @@ def test_unknown_names_are_a_clear_error(tmp_path):
         run_grid(BenchConfig(impls=["fast"]))
     assert main(["--out", str(tmp_path / "x.csv"), "--kinds", "nope"]) == 2
     assert not (tmp_path / "x.csv").exists()
+
+
+def test_every_config_field_is_a_flag_with_help(capsys):
+    """BenchConfig's flags come from the dataclass (as TrainConfig's do), each with its help text."""
+    import dataclasses
+
+    with pytest.raises(SystemExit):
+        parser().parse_args(["--help"])
+    text = capsys.readouterr().out
+    for f in dataclasses.fields(BenchConfig):
+        assert f.metadata.get("help") and f"--{f.name}" in text, f.name
+    args = ["--out", "x.csv", "--routers", "mod,threshold", "--batch", "2,4", "--no-calibrate", "--compile",
+            "--max-seconds", "5", "--d-model", "64"]
+    bench = config_from_flags(parser().parse_args(args))
+    assert bench == BenchConfig(routers=["mod", "threshold"], batch=[2, 4], calibrate=False, compile=True,
+                                max_seconds=5.0, d_model=64)
+    origin = config_from_flags(parser().parse_args(["--out", "x.csv", "--grid", "origin", *args[2:]]))
+    run = dict(calibrate=False, compile=True, max_seconds=5.0)
+    assert origin == dataclasses.replace(origin_grid(), **run)  # size/grid flags ignored, run settings kept
+    with pytest.raises(ConfigError, match="device"):
+        config_from_flags(parser().parse_args(["--out", "x.csv", "--device", "tpu"]))
 
 
 def test_merge_concatenates_tables_and_rejects_others(tmp_path):

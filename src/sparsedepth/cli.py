@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import json
 import sys
+import types
 import typing
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -22,22 +23,36 @@ EXIT_RUNTIME_ERROR = 1
 
 
 def _flag_type(annotation) -> Callable[[str], object]:
-    args = [a for a in typing.get_args(annotation) if a is not type(None)]
-    base = args[0] if args else annotation
-    if base is dict:
+    """How a flag's text becomes the field's value: `X | None` as X, dict as JSON, list[X] comma-separated."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if annotation is dict:
         return json.loads
-    return base
+    if typing.get_origin(annotation) is list:
+        (item,) = typing.get_args(annotation)
+
+        def comma_list(text: str) -> list:
+            return [item(x) for x in text.split(",") if x]
+
+        return comma_list
+    return annotation
 
 
 def add_dataclass_flags(parser: argparse.ArgumentParser, cls: type, prefix: str = "") -> None:
+    """One flag per field (`--a_b` and `--a-b`; nested dataclasses as `--field.sub`), help from the field's
+    metadata; bool fields become `--x/--no-x`. Every default is None, so only given flags override."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         if dataclasses.is_dataclass(hints[f.name]):
             add_dataclass_flags(parser, hints[f.name], f"{prefix}{f.name}.")
             continue
         default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+        if isinstance(default, list):
+            default = ",".join(map(str, default))
         names = dict.fromkeys([f"--{prefix}{f.name}", f"--{prefix}{f.name}".replace("_", "-")])
-        parser.add_argument(*names, dest=f"{prefix}{f.name}", type=_flag_type(hints[f.name]), default=None,
+        parse = dict(action=argparse.BooleanOptionalAction) if hints[f.name] is bool \
+            else dict(type=_flag_type(hints[f.name]))
+        parser.add_argument(*names, dest=f"{prefix}{f.name}", default=None, **parse,
                             help=f"{f.metadata.get('help', '')} (default: {default})".strip())
 
 

@@ -44,12 +44,11 @@ def load_run(run_dir: str | Path) -> tuple[SparseDepthModel, TrainConfig, TokenD
 
 
 def inference_modes(model: SparseDepthModel) -> list[str]:
-    return ["causal", "topk"] if hasattr(model.router, "set_inference") else ["causal"]
+    return list(model.router.inference_modes)
 
 
 def set_mode(model: SparseDepthModel, mode: str) -> None:
-    if hasattr(model.router, "set_inference"):
-        model.router.set_inference(mode)
+    model.router.set_inference(mode)
 
 
 class NonFiniteLoss(TrainingDiverged):

@@ -80,7 +80,7 @@ def output_flops(model, out, seq_len: int) -> float:
     """Analytic forward FLOPs of the batch that produced `out` (a ModelOutput) under the model's router."""
     router = model.router
     return forward_flops(model.cfg, out.layer_counts, router.flops_per_token(), seq_len,
-                         getattr(router, "propagates_state", False))
+                         router.propagates_state)
 
 
 @torch.no_grad()
@@ -114,7 +114,7 @@ def train_step_flops(model, out, seq_len: int) -> float:
     nothing, so for them this is exactly 3 × `output_flops`."""
     router = model.router
     forward = forward_flops(model.cfg, out.layer_counts, Router.flops_per_token(router), seq_len,
-                            getattr(router, "propagates_state", False))
+                            router.propagates_state)
     batch = out.layer_counts.shape[0]
     return 3.0 * (forward + exit_readouts(router) * batch * head_flops(seq_len, model.cfg))
 

@@ -91,7 +91,7 @@ class SparseDepthConfig(PretrainedConfig):
     def from_model(cls, model: SparseDepthModel, router: str, capacity: float, route_every: int | None,
                    router_options: dict | None = None, **kwargs) -> SparseDepthConfig:
         """The config that rebuilds `model` (its routing as given to `build_model`)."""
-        inference = getattr(model.router, "inference", None)
+        inference = model.router.inference if len(model.router.inference_modes) > 1 else None
         return cls(**to_dict(model.cfg), router=router, capacity=capacity, route_every=route_every,
                    router_options=dict(router_options or {}), inference=inference, **kwargs)
 
@@ -175,9 +175,7 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
         self.model = build_model(config.model_config(), config.router, config.capacity, config.route_every,
                                  **config.router_options)
         if config.inference is not None:
-            if not hasattr(self.model.router, "set_inference"):
-                raise ConfigError(f"router {config.router!r} has no inference modes; set inference to null")
-            self.model.router.set_inference(config.inference)
+            self.model.router.set_inference(config.inference)  # a mode it lacks: ConfigError naming its modes
         self.post_init()
 
     @classmethod
@@ -196,7 +194,7 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
     @property
     def decodes_causally(self) -> bool:
         """False for MoD's top-k inference mode: a token's routing then depends on later tokens."""
-        return getattr(self.model.router, "inference", "causal") == "causal"
+        return self.model.router.inference == "causal"
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:

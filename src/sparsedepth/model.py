@@ -129,7 +129,7 @@ def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, posi
     """Hard skipping: the block runs on the gathered tokens only, and its output is scattered back.
 
     `positions` is [T] (a fresh sequence) or [B, T] (continuing a cache); gathered tokens keep theirs."""
-    propagate = getattr(decision, "propagate", False)
+    propagate = decision.propagate
     # with a cache, a propagating block must run (≥ 1 padded query) to append the context's keys/values
     index, valid = gather_plan(decision, minimum=1 if propagate and cache is not None else 0)
     if index.shape[1] == 0:
@@ -181,7 +181,7 @@ def apply_masked(block: Block, h: Tensor, decision: Decision, rope: Rotary, posi
     T = h.shape[1]
     causal = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
     eye = torch.eye(T, dtype=torch.bool, device=h.device)
-    keys = decision.mask.unsqueeze(1) | getattr(decision, "propagate", False)  # propagate: all are keys
+    keys = decision.mask.unsqueeze(1) | decision.propagate  # propagate: all are keys
     allowed = (causal & keys) | eye  # self-attention keeps skipped rows finite
     delta = block.residual(h, rope, torch.arange(T, device=h.device), allowed)
     weight = decision.gate * decision.mask
@@ -209,7 +209,7 @@ class SparseDepthModel(nn.Module):
         self.lm_head.weight = self.wte.weight  # tied
         self.rope = Rotary(cfg.d_model // cfg.n_heads, cfg.max_seq_len, cfg.rope_base)
         self.router = router
-        self.router.readout = self.readout  # shared head for routers that read out early (early exit)
+        self.router.attach(self.readout)  # shared head for routers that read out early (early exit)
         self.routed = set(router.routed_layers)
         self.hard_skip = True  # False: the masked reference path (same outputs, no savings)
         for trunk in (self.wte, self.blocks, self.norm_f):
@@ -260,8 +260,7 @@ class SparseDepthModel(nn.Module):
         loss, aux = None, self.router.aux_loss()
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-            exit_loss = getattr(self.router, "exit_loss", None)
-            extra = exit_loss(targets) if exit_loss is not None else None
+            extra = self.router.target_loss(targets)
             if extra is not None:
                 aux = extra if aux is None else aux + extra
         ran_t = torch.stack(ran, dim=-1)  # [B, T, L]
@@ -293,7 +292,7 @@ def make_router(cfg: ModelConfig, router: str = "dense", capacity: float = 1.0,
     if router not in ROUTERS:
         raise ConfigError(f"unknown router {router!r}; known: {', '.join(sorted(ROUTERS))}")
     cls = ROUTERS[router]
-    layers = [] if router == "dense" else routed_layers(cfg.n_layers, route_every or cls.default_route_every)
+    layers = routed_layers(cfg.n_layers, route_every or cls.default_route_every) if cls.routes_blocks else []
     with torch.random.fork_rng(devices=[]):
         return cls(cfg, capacity, layers, **router_options)
 

@@ -14,13 +14,20 @@ import torch
 from torch import Tensor
 
 from .model import SparseDepthModel
+from .routing import Router
+from .routing.probe import ProbeRouter
+
+
+def supports(router: Router | type[Router]) -> bool:
+    """Only the probe (trained or frozen) scores each token once, as the origin project's forward needs."""
+    return issubclass(router if isinstance(router, type) else type(router), ProbeRouter)
 
 
 def flat_forward(model: SparseDepthModel, idx: Tensor) -> tuple[Tensor, Tensor]:
     """Logits [B, T, V] and which blocks each token ran [B, T, L] (bool), computed the origin project's way.
     Differentiable, so a training step can be timed too. Non-routed blocks run every token (flattened)."""
     router = model.router
-    if not hasattr(router, "probe"):
+    if not supports(router):
         raise ValueError(f"origin-flat needs the probe router, not {router.name!r}")
     B, T = idx.shape
     L = model.cfg.n_layers

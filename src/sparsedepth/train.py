@@ -200,10 +200,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
             _append(metrics, record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", lpt=f"{record['layers_per_token']:.2f}")
             last_logged = done
-        calibrate = getattr(model.router, "calibrate", None)
-        if done == cfg.steps and calibrate is not None:  # e.g. early exit: threshold to hit the capacity
-            calibrate(model, [x.to(device) for x, _ in
-                              eval_batches(data.validation, cfg.batch_size, cfg.seq_len, cfg.eval_batches)])
+        if done == cfg.steps:  # e.g. early exit's threshold, to hit the capacity (most routers: nothing)
+            batches = eval_batches(data.validation, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
+            model.router.calibrate(model, [x.to(device) for x, _ in batches])
         if done % cfg.eval_every == 0 or done == cfg.steps:
             _append(metrics, {"step": done, "val_loss": validation_loss(model, data.validation, cfg, device),
                               "train_flops": spent})

@@ -1,20 +1,26 @@
 """The one interface every router implements, and the decision it hands the model.
 
 A router sees the hidden state entering a routed block and says which tokens run it. The model does the
-gathering (hard skipping), so a router is only a scoring rule plus its auxiliary loss.
+gathering (hard skipping), so a router is only a scoring rule plus its auxiliary loss. Every hook that the
+model, training, evaluation, FLOP accounting, the benchmark and the HF wrapper call is declared on `Router`
+with a default, so callers never probe a router with `hasattr` and a new router's author sees here what
+they must provide (`decide`) and what they may (everything else).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor, nn
 
 from ..config import ConfigError, ModelConfig
+
+if TYPE_CHECKING:
+    from ..model import SparseDepthModel
 
 
 @dataclass
@@ -22,12 +28,14 @@ class Decision:
     """Which tokens run a block, and the multiplier on their block output.
 
     `index` ([B, K], sorted positions) is set when every sample keeps exactly K tokens (top-k style): the
-    model then gathers without padding and without a device→host sync.
+    model then gathers without padding and without a device→host sync. `propagate`: skipped tokens still
+    serve as keys/values (their current hidden state) in this block (early exit's state propagation).
     """
 
     mask: Tensor  # [B, T] bool
     gate: Tensor  # [B, T] float; value 1 for straight-through routers, gradient flows through it
     index: Tensor | None = None
+    propagate: bool = False
 
 
 def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
@@ -53,14 +61,21 @@ def capacity_count(capacity: float, length: int) -> int:
 class Router(nn.Module):
     """Base class: routes `routed_layers` of a model; dense layers never ask it.
 
-    Subclasses set `name`, whether decisions are causal in training mode, and which layers they route by
-    default (`default_route_every`: every k-th block, the last of each group; 1 = all blocks).
+    Must provide: `name` and `decide`. May provide (defaults here): `begin`, `aux_loss` terms via `add_aux`,
+    `target_loss`, `inference_modes`, `propagates_state`, `calibrate`, `fit_capacity`, `flops_per_token`,
+    and the class facts below: whether decisions are causal in training mode, which layers it routes by
+    default (`default_route_every`: every k-th block, the last of each group; 1 = all blocks), whether it
+    routes any block at all (`routes_blocks`) and whether it has trained weights (`learned`).
     """
 
     name: ClassVar[str] = "base"
     causal_in_training: ClassVar[bool] = True
     default_route_every: ClassVar[int] = 2
+    routes_blocks: ClassVar[bool] = True
     learned: ClassVar[bool] = True
+    # eval-mode decision rules it offers, default first: "causal" always (generation needs it), "topk" for
+    # routers trained with a non-causal top-k, kept at inference as the upper bound
+    inference_modes: ClassVar[tuple[str, ...]] = ("causal",)
 
     def __init__(self, cfg: ModelConfig, capacity: float, routed_layers: Sequence[int],
                  gating: str = "deterministic", temperature: float = 1.0, curriculum: float = 0.0):
@@ -80,14 +95,51 @@ class Router(nn.Module):
         self.slot = {layer: i for i, layer in enumerate(self.routed_layers)}
         self._aux: list[Tensor] = []
         self.progress = 1.0  # a model built for inference is at the end of any schedule
+        self.inference = self.inference_modes[0]
+        self.readout: Callable[[Tensor], Tensor] | None = None
+
+    def attach(self, readout: Callable[[Tensor], Tensor]) -> None:
+        """The model hands over its shared read-out (final norm + tied head: hidden state → logits) once, at
+        construction, for routers that look at logits mid-network (early exit)."""
+        self.readout = readout
 
     def begin(self, h0: Tensor, positions: Tensor) -> None:
-        """Called once per forward pass with the token embeddings and their positions ([T])."""
+        """Called once per forward pass with the token embeddings and their positions ([T] or [B, T])."""
         self._aux = []
         self.positions = positions
 
     def decide(self, h: Tensor, layer: int) -> Decision:
+        """Which tokens run routed block `layer`, from the hidden state `h` [B, T, C] entering it."""
         raise NotImplementedError
+
+    def set_inference(self, mode: str) -> None:
+        """Select the eval-mode decision rule: one of `inference_modes` (training mode ignores it)."""
+        if mode not in self.inference_modes:
+            raise ConfigError(f"{self.name} inference mode must be one of {list(self.inference_modes)}, "
+                              f"got {mode!r}")
+        self.inference = mode
+
+    @property
+    def propagates_state(self) -> bool:
+        """Whether its decisions now set `propagate` (skipped tokens still give keys/values), so FLOP
+        accounting charges their K/V projections and attention."""
+        return False
+
+    def target_loss(self, targets: Tensor) -> Tensor | None:
+        """Auxiliary terms that need the next-token targets (early exit's per-layer read-out loss); the model
+        adds them to `aux_loss` when it is given targets."""
+        return None
+
+    def calibrate(self, model: SparseDepthModel, batches: list[Tensor]) -> None:
+        """Fit, on validation batches after the last training step, what training cannot (early exit's
+        confidence threshold, to hit the capacity). Training calls it for every router; nothing by default."""
+
+    def fit_capacity(self, model: SparseDepthModel, idx: Tensor) -> None:
+        """Move an *untrained* router's causal rule so that, in eval mode, it keeps about `capacity` of the
+        tokens of `idx`, as a trained router's budget loss would: the benchmark times random weights, and
+        speed depends on how many tokens run. Called in eval mode with the causal rule; by default
+        `calibrate` (top-k, random and fixed rules are at their capacity already)."""
+        self.calibrate(model, [idx])
 
     def set_progress(self, fraction: float) -> None:
         """Training progress in [0, 1], set by the training loop before each step (for schedules such as

@@ -6,6 +6,7 @@ from .base import Decision, Router
 class DenseRouter(Router):
     name = "dense"
     learned = False
+    routes_blocks = False
 
     def decide(self, h, layer) -> Decision:  # never called: a dense model has no routed layers
         raise RuntimeError("the dense router routes no layer")

@@ -11,7 +11,6 @@ to it as in the dense model.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -24,7 +23,7 @@ from .base import Decision, Router
 
 @dataclass
 class PropagatingDecision(Decision):
-    """Skipped tokens still serve as keys/values (their current hidden state) in this block."""
+    """A decision whose skipped tokens still serve as keys/values (their current hidden state)."""
 
     propagate: bool = True
 
@@ -46,7 +45,6 @@ class EarlyExitRouter(Router):
         self.register_buffer("steps", torch.zeros((), dtype=torch.long))  # saved, so resume is exact
         self.max_layer_dropout = max_layer_dropout
         self.exit_loss_weight = exit_loss_weight
-        self.readout: Callable[[Tensor], Tensor] | None = None  # set by the model: shared norm + head
         self.exited: Tensor | None = None
         self.hidden: list[tuple[int, Tensor]] = []
         self.phase = 0  # rotation phase of the current training step
@@ -77,7 +75,7 @@ class EarlyExitRouter(Router):
             self.exited = self.exited | (top2[..., 0] - top2[..., 1] > self.threshold)
         return PropagatingDecision(mask=~self.exited, gate=ones)
 
-    def exit_loss(self, targets: Tensor) -> Tensor | None:
+    def target_loss(self, targets: Tensor) -> Tensor | None:
         """LayerSkip's early-exit loss: the shared head's cross-entropy at each intermediate layer,
         weighted in proportion to depth (normalised to sum to one)."""
         if not self.hidden:

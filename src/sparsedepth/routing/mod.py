@@ -14,11 +14,13 @@ from torch import Tensor, nn
 
 from ..config import ConfigError
 from .base import Decision, Router, capacity_count, mask_from_index, topk_index
+from .fitting import shift_biases
 
 
 class MoDRouter(Router):
     name = "mod"
     causal_in_training = False
+    inference_modes = ("causal", "topk")
 
     def __init__(self, cfg, capacity, routed_layers, causal: str = "aux", inference: str = "causal",
                  aux_weight: float = 0.1, **gating):
@@ -35,10 +37,10 @@ class MoDRouter(Router):
             for _ in (self.routed_layers if causal == "predictor" else [])
         )
 
-    def set_inference(self, mode: str) -> None:
-        if mode not in ("causal", "topk"):
-            raise ConfigError(f"mod inference mode must be 'causal' or 'topk', got {mode!r}")
-        self.inference = mode
+    def fit_capacity(self, model, idx: Tensor) -> None:
+        """The causal rule's logit (the router's own, or the predictor's last layer) per block."""
+        logits = self.proj if self.causal == "aux" else [p[-1] for p in self.predictor]
+        shift_biases(model, idx, [(m, self.capacity) for m in logits])
 
     def causal_logit(self, h: Tensor, slot: int, router_logit: Tensor) -> Tensor:
         if self.causal == "aux":

@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from ..config import ConfigError
 from .base import Decision, Router, capacity_count, mask_from_index, topk_index
+from .fitting import shift_biases
 
 
 def geometric_schedule(capacity: float, depths: int, iterations: int = 60) -> list[float]:
@@ -36,6 +37,7 @@ class MoRRouter(Router):
     name = "mor"
     causal_in_training = False
     default_route_every = 1
+    inference_modes = ("causal", "topk")
 
     def __init__(self, cfg, capacity, routed_layers, capacities: list[float] | None = None,
                  inference: str = "causal", aux_weight: float = 0.1, **gating):
@@ -51,10 +53,15 @@ class MoRRouter(Router):
         self.proj = nn.ModuleList(nn.Linear(cfg.d_model, 1) for _ in self.routed_layers)
         self.kept: Tensor | None = None
 
-    def set_inference(self, mode: str) -> None:
-        if mode not in ("causal", "topk"):
-            raise ConfigError(f"mor inference mode must be 'causal' or 'topk', got {mode!r}")
-        self.inference = mode
+    def fit_capacity(self, model, idx: Tensor) -> None:
+        """Each depth keeps its scheduled share of the previous depth's survivors (the only eligible ones)."""
+        s = self.schedule
+        blocks = [(m, s[d] / (s[d - 1] if d else 1.0)) for d, m in enumerate(self.proj)]
+
+        def eligible(logit: Tensor) -> Tensor:  # read while the depth runs: self.kept is the previous depth's
+            return logit.flatten() if self.kept is None else logit.flatten()[self.kept.flatten()]
+
+        shift_biases(model, idx, blocks, eligible)
 
     def depth_capacity(self, depth: int) -> float:
         """Fraction of the sequence kept at routed depth `depth`. A capacity curriculum moves every depth

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Decision, Router, straight_through
+from .fitting import bisect_bias
 
 
 class ProbeRouter(Router):
@@ -40,6 +41,10 @@ class ProbeRouter(Router):
         mask = self.hard_gate(margin)
         soft = torch.sigmoid(margin / self.temperature) if self.gating == "probabilistic" else self.score
         return Decision(mask=mask, gate=straight_through(mask, soft))
+
+    def fit_capacity(self, model, idx: Tensor) -> None:
+        """One score sets every routed block's decision: bisect the probe's bias."""
+        bisect_bias(model, idx, self.probe.bias, self.capacity)
 
 
 class FrozenProbeRouter(ProbeRouter):

@@ -11,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .base import Decision, Router, straight_through
+from .fitting import shift_biases
 
 
 class ThresholdRouter(Router):
@@ -29,3 +30,6 @@ class ThresholdRouter(Router):
             used = gate.mean()  # value: fraction run; gradient: through the probabilities
             self.add_aux(self.budget_weight * (used - self.effective_capacity) ** 2 / len(self.routed_layers))
         return Decision(mask=mask, gate=gate)
+
+    def fit_capacity(self, model, idx: Tensor) -> None:
+        shift_biases(model, idx, [(g, self.capacity) for g in self.gates])

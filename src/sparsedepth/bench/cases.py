@@ -1,0 +1,157 @@
+"""What is timed: one implementation of one router at one grid point (a training step, a prefill, or cached
+decoding), with the untimed reset before each call and the statistics of its row."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+from ..config import ModelConfig
+from ..flops import block_flops, forward_flops, head_flops
+from ..generate import decode_step, prefill
+from ..model import SparseDepthModel, build_model
+from ..origin_reference import flat_forward
+from ..routing import ROUTERS
+from .config import BenchConfig
+from .timing import peak_bytes
+
+
+@torch.no_grad()
+def calibrate(model: SparseDepthModel, idx: torch.Tensor) -> None:
+    """Put an untrained router at its capacity on `idx` (`Router.fit_capacity`: its causal rule, in eval
+    mode); top-k decisions are exact anyway and unaffected. Training mode and inference mode are restored."""
+    router = model.router
+    was_training, inference = model.training, router.inference
+    model.eval()
+    router.set_inference("causal")
+    router.fit_capacity(model, idx)
+    model.train(was_training)
+    router.set_inference(inference)
+
+
+@dataclass
+class Case:
+    """One implementation at one grid point: the call to time, an untimed reset before each call, and
+    its statistics (layers/token, FLOPs/token, peak activation bytes)."""
+
+    router: str
+    capacity: float
+    impl: str
+    run: Callable[[], object]
+    stats: Callable[[], tuple[float, float, float]]
+    reset: Callable[[], object] = lambda: None
+
+
+def make_model(router: str, cfg: ModelConfig, capacity: float, device: torch.device, train: bool,
+               seed: int = 0, route_every: int = 0, calibrate_on: torch.Tensor | None = None,
+               ) -> SparseDepthModel:
+    torch.manual_seed(seed)
+    # a router that routes no block (the dense baseline) runs every token: its row says capacity 1
+    model = build_model(cfg, router=router, capacity=capacity if ROUTERS[router].routes_blocks else 1.0,
+                        route_every=route_every or None).to(device)
+    if calibrate_on is not None:
+        calibrate(model, calibrate_on.to(device))
+    model.train(train)
+    if not train and "topk" in model.router.inference_modes:
+        model.router.set_inference("topk")  # prefill at the trained capacity (decode uses the causal rule)
+    return model
+
+
+def forward_case(model: SparseDepthModel, impl: str, idx: torch.Tensor, targets: torch.Tensor,
+                 train: bool, device: torch.device, bench: BenchConfig, compiled: bool = False) -> Case:
+    model.hard_skip = impl != "masked"
+    B, T = idx.shape
+    call = torch.compile(model) if compiled else model
+    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bench.dtype == "bf16" \
+        else nullcontext
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6) if train and bench.optimizer == "adamw" \
+        else None
+
+    def forward():
+        with autocast():
+            if impl == "origin-flat":
+                logits, ran = flat_forward(model, idx)
+                loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten()) if train else None
+                return loss, ran
+            out = call(idx, targets if train else None)
+        loss = None if out.loss is None else out.loss + (out.aux_loss if out.aux_loss is not None else 0)
+        return loss, out.routing
+
+    def run():
+        if not train:
+            with torch.no_grad():
+                forward()
+            return
+        loss, _ = forward()
+        loss.backward()
+        if optimizer is not None:
+            optimizer.step()
+        model.zero_grad(set_to_none=False)  # gradients stay allocated: excluded from peak memory
+
+    def stats():
+        with torch.no_grad():
+            _, ran = forward()
+        layer_counts = ran.sum(1).float()  # [B, L]
+        flops = forward_flops(model.cfg, layer_counts, model.router.flops_per_token(), T,
+                              model.router.propagates_state)
+        return ran.sum(-1).float().mean().item(), flops / (B * T), peak_bytes(run, device)
+
+    suffix = ("+compile" if compiled else "") + ("+bf16" if bench.dtype == "bf16" else "")
+    return Case(model.router.name, model.router.capacity, impl + suffix, run, stats)
+
+
+def decode_flops(model: SparseDepthModel, start: torch.Tensor, end: torch.Tensor, n_new: int) -> float:
+    """FLOPs of decoding from cache lengths [B, L] at the start and end: each token that ran a block pays its
+    projections/MLP plus attention over that block's cache (its mean length while decoding)."""
+    cfg = model.cfg
+    ran = (end - start).double()
+    linear = block_flops(1.0, cfg) - 4.0 * cfg.d_model  # one token, no attention over others
+    attention = 4.0 * cfg.d_model * (start + end).double() / 2
+    per_token = head_flops(1, cfg) + model.router.flops_per_token()
+    return float((ran * (linear + attention)).sum()) + start.shape[0] * n_new * per_token
+
+
+def decode_case(model: SparseDepthModel, prompt_len: int, n_new: int, batch: int,
+                device: torch.device, bench: BenchConfig) -> Case:
+    """`n_new` cached steps on a fixed random token stream (greedy decoding of an untrained model repeats
+    one token, which would freeze every routing decision); logits and argmax are still computed. The
+    prompt is prefilled once, untimed; each repeat restores the cache to just after it (decoding only
+    writes beyond the prefilled lengths)."""
+    model.hard_skip = True
+    model.router.set_inference("causal")  # generation needs the causal rule
+    if bench.dtype == "bf16":
+        model.to(torch.bfloat16)  # the cache takes the parameters' dtype, so bf16 weights, not autocast
+    g = torch.Generator().manual_seed(0)
+    prompts = torch.randint(0, model.cfg.vocab_size, (batch, prompt_len), generator=g).tolist()
+    stream = torch.randint(0, model.cfg.vocab_size, (n_new, batch), generator=g).to(device)
+    cache, _, _ = prefill(model, prompts)
+    saved = [c.lengths.clone() for c in cache.layers], cache.positions.clone()
+
+    def reset():
+        for layer, lengths in zip(cache.layers, saved[0], strict=True):
+            layer.lengths.copy_(lengths)
+        cache.positions.copy_(saved[1])
+
+    def run(record: list | None = None):
+        for tokens in stream:
+            out = decode_step(model, tokens, cache)
+            out.logits[:, -1].argmax(-1)
+            if record is not None:
+                record.append(out.layers_per_token.mean().item())
+
+    def stats():
+        reset()
+        start, layers = cache.lengths().clone(), []
+        run(layers)
+        end = cache.lengths().clone()
+        # the K/V bytes the routed cache actually holds (a right-sized or paged cache's footprint)
+        used = 2 * end.sum().item() * model.cfg.d_model * cache.layers[0].k.element_size()
+        return statistics.mean(layers), decode_flops(model, start, end, n_new) / (batch * n_new), used
+
+    suffix = "+bf16" if bench.dtype == "bf16" else ""
+    return Case(model.router.name, model.router.capacity, "gather" + suffix, run, stats, reset)

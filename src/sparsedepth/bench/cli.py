@@ -1,0 +1,60 @@
+"""Command line of the benchmark: `python -m sparsedepth.bench --out CSV [flags]`, whose flags are generated
+from `BenchConfig` (as training's are from `TrainConfig`), and `... bench merge --out CSV INPUTS...`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from ..cli import add_dataclass_flags, flags_to_overrides
+from ..config import ConfigError, from_dict, to_dict
+from .config import RUN_SETTINGS, BenchConfig, origin_grid
+from .grid import merge, run_grid, write_rows
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sparsedepth.bench",
+                                description="Speed benchmarks: every router against dense, in one process.")
+    p.add_argument("--out", required=True, help="CSV to write (atomically)")
+    add_dataclass_flags(p, BenchConfig)
+    return p
+
+
+def config_from_flags(args: argparse.Namespace) -> BenchConfig:
+    """Defaults < the flags given; `--grid origin` starts from its own grid, taking only the run settings."""
+    given = flags_to_overrides(args, BenchConfig)
+    if given.get("grid") == "origin":
+        given = {**to_dict(origin_grid()), **{k: v for k, v in given.items() if k in RUN_SETTINGS}}
+    return from_dict(BenchConfig, given, "benchmark flags")
+
+
+def merge_main(argv: Sequence[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m sparsedepth.bench merge")
+    p.add_argument("--out", required=True)
+    p.add_argument("inputs", nargs="+")
+    args = p.parse_args(argv)
+    try:
+        merge(args.inputs, args.out)
+    except (ConfigError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
+    args = parser().parse_args(argv)
+    try:
+        bench = config_from_flags(args)
+        rows, skipped = run_grid(bench, progress=lambda s: print(s, flush=True))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    write_rows(rows, args.out)
+    for label in skipped:
+        print(f"skipped (time budget {bench.max_seconds:g} s spent): {label}")
+    print(f"wrote {len(rows)} rows to {args.out}" + (f"; {len(skipped)} points skipped" if skipped else ""))
+    return 0

@@ -1,0 +1,159 @@
+"""The benchmark grid: every router against dense at each point, timed interleaved in one process, turned
+into rows of the benchmark table (speedup, ideal speedup from FLOPs, efficiency); and merging tables."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import torch
+
+from ..atomic import write_csv
+from ..config import ConfigError, ModelConfig
+from ..model import SparseDepthModel
+from ..origin_reference import supports
+from ..routing import ROUTERS
+from ..train import git_sha
+from .cases import Case, decode_case, forward_case, make_model
+from .config import BASELINE, COLUMNS, VOCAB, BenchConfig, check
+from .timing import device_name, median_iqr, resolve_device, time_once
+
+
+def base_row(device: torch.device, cfg: BenchConfig) -> dict:
+    return {"device": device.type, "device_name": device_name(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "git_sha": git_sha(), "grid": cfg.grid,
+            "d_model": cfg.d_model, "n_layers": cfg.n_layers, "repeats": cfg.repeats}
+
+
+def warm(cases: dict[str, Case], warmup: int, progress: Callable[[str], None]) -> dict[str, Case]:
+    """Untimed warm-up calls; a case that fails here (e.g. torch.compile without a working toolchain) is
+    dropped with its reason, so one broken variant never costs the rest of the grid."""
+    kept = {}
+    for key, case in cases.items():
+        try:
+            for _ in range(max(1, warmup) + (3 if "+compile" in case.impl else 0)):  # recompiles settle
+                case.reset()
+                case.run()
+            kept[key] = case
+        except Exception as e:  # noqa: BLE001 — reported and skipped, by design
+            if "+compile" not in case.impl:
+                raise
+            progress(f"skipped {key}: {type(e).__name__}: {str(e).splitlines()[0][:200]}")
+    return kept
+
+
+def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, tokens: int,
+                  bench: BenchConfig, device: torch.device, row: dict,
+                  progress: Callable[[str], None] = print) -> list[dict]:
+    """Time every case at one grid point, interleaved, and turn the times into rows."""
+    cases = warm(cases, bench.warmup, progress)
+    times: dict[str, list[float]] = {key: [] for key in cases}
+    keys = list(cases)
+    for r in range(bench.repeats):
+        for key in keys if r % 2 == 0 else keys[::-1]:
+            cases[key].reset()
+            times[key].append(time_once(cases[key].run, device))
+    rows = []
+    for key, case in cases.items():
+        layers, flops, memory = case.stats()
+        ms, iqr = median_iqr(times[key])
+        rows.append({**row, "kind": kind, "impl": case.impl, "router": case.router,
+                     "capacity": case.capacity, "batch": batch, "seq_len": seq_len, "median_ms": ms,
+                     "iqr_ms": iqr, "tokens_per_s": tokens / (ms / 1e3), "peak_activation_mb": memory / 2**20,
+                     "layers_per_token": layers, "flops_per_token": flops})
+    baselines = {r["impl"][len("gather"):]: r for r in rows
+                 if r["router"] == BASELINE and r["impl"].startswith("gather")}
+    kept = []
+    for r in rows:
+        suffix = r["impl"][r["impl"].find("+"):] if "+" in r["impl"] else ""
+        dense = baselines.get(suffix)
+        if dense is None:  # its dense baseline (e.g. dense+compile) failed: no ratio to report
+            progress(f"dropped {r['router']}[{r['impl']}]: no dense{suffix} baseline")
+            continue
+        r["dense_flops_per_token"] = dense["flops_per_token"]
+        r["speedup"] = dense["median_ms"] / r["median_ms"]
+        r["ideal_speedup"] = dense["flops_per_token"] / r["flops_per_token"]
+        r["efficiency"] = r["speedup"] / r["ideal_speedup"]
+        kept.append(r)
+    return kept
+
+
+def grid_points(bench: BenchConfig) -> list[tuple[str, int, int | tuple[int, int]]]:
+    points: list = [(k, b, t) for k in bench.kinds if k != "decode" for b in bench.batch for t in bench.seq]
+    if "decode" in bench.kinds:
+        points += [("decode", b, (p, n)) for b in bench.decode_batch for p in bench.decode_prompt
+                   for n in bench.decode_new]
+    return points
+
+
+def run_grid(bench: BenchConfig, progress: Callable[[str], None] = print) -> tuple[list[dict], list[str]]:
+    """All rows of a grid, and the points skipped because the time budget ran out."""
+    check(bench)
+    device = resolve_device(bench.device)
+    if bench.threads:
+        torch.set_num_threads(bench.threads)
+    row = base_row(device, bench)
+    longest = max([*bench.seq, *(p + n for p in bench.decode_prompt for n in bench.decode_new)])
+    cfg = ModelConfig(vocab_size=VOCAB, d_model=bench.d_model, n_layers=bench.n_layers, n_heads=bench.n_heads,
+                      max_seq_len=longest)
+    routers = [BASELINE, *[r for r in bench.routers if r != BASELINE]]
+    calib = torch.randint(0, VOCAB, (4, min(128, longest)), generator=torch.Generator().manual_seed(7)) \
+        if bench.calibrate else None
+
+    def model(router: str, train: bool) -> SparseDepthModel:
+        return make_model(router, cfg, bench.capacity, device, train, route_every=bench.route_every,
+                          calibrate_on=calib)
+
+    rows, skipped, start = [], [], time.perf_counter()
+    for kind, batch, size in grid_points(bench):
+        label = f"{kind} batch={batch} {'seq' if kind != 'decode' else 'prompt,new'}={size}"
+        if time.perf_counter() - start > bench.max_seconds:
+            skipped.append(label)
+            continue
+        progress(label)
+        cases: dict[str, Case] = {}
+        if kind == "decode":
+            prompt_len, n_new = size
+            for r in routers:
+                cases[r] = decode_case(model(r, False), prompt_len, n_new, batch, device, bench)
+            if bench.compile:
+                progress("  (no +compile for decode: the cache length changes every step)")
+            rows += measure_point(cases, kind, batch, prompt_len + n_new, batch * n_new, bench, device, row,
+                                  progress)
+            continue
+        train = kind == "train_step"
+        g = torch.Generator().manual_seed(batch * 1000 + size)
+        idx = torch.randint(0, VOCAB, (batch, size), generator=g).to(device)
+        targets = torch.randint(0, VOCAB, (batch, size), generator=g).to(device)
+        for r in routers:
+            impls = ["gather"] if r == BASELINE else [
+                i for i in bench.impls if i != "origin-flat" or supports(ROUTERS[r])]
+            for impl in impls:
+                cases[f"{r}[{impl}]"] = forward_case(model(r, train), impl, idx, targets, train, device,
+                                                     bench)
+            if bench.compile:
+                cases[f"{r}[compile]"] = forward_case(model(r, train), "gather", idx, targets, train, device,
+                                                      bench, compiled=True)
+        logits_mb = batch * size * VOCAB * 4 / 2**20
+        progress(f"  (logits: {logits_mb:.1f} MB fp32 of every forward's peak; the same for every router)")
+        rows += measure_point(cases, kind, batch, size, batch * size, bench, device, row, progress)
+    return rows, skipped
+
+
+def write_rows(rows: list[dict], out: str | Path) -> None:
+    import pandas as pd
+
+    write_csv(pd.DataFrame(rows, columns=COLUMNS), out)
+
+
+def merge(inputs: Sequence[str | Path], out: str | Path) -> None:
+    """Concatenate benchmark CSVs into one tidy table (the workflow's bench.csv)."""
+    import pandas as pd
+
+    frames = [pd.read_csv(p) for p in inputs]
+    for path, frame in zip(inputs, frames, strict=True):
+        missing = set(COLUMNS) - set(frame.columns)
+        if missing:
+            raise ConfigError(f"{path}: not a benchmark table (missing {sorted(missing)})")
+    write_rows(pd.concat(frames, ignore_index=True)[COLUMNS].to_dict("records"), out)

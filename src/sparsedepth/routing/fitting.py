@@ -1,0 +1,51 @@
+"""Putting an untrained router at its capacity (for `Router.fit_capacity`, which the benchmark calls).
+
+Why: the benchmark times randomly initialised models, and an untrained router keeps an arbitrary share of
+the tokens; shifting its decision bias so it keeps `capacity` of them, as a trained router's budget loss
+would, makes the timing reflect the configured capacity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+import torch
+from torch import Tensor, nn
+
+if TYPE_CHECKING:
+    from ..model import SparseDepthModel
+
+
+@torch.no_grad()
+def shift_biases(model: SparseDepthModel, idx: Tensor, blocks: Sequence[tuple[nn.Linear, float]],
+                 eligible: Callable[[Tensor], Tensor] = Tensor.flatten) -> None:
+    """Per routed block, in depth order (each block's input depends on the earlier ones): `blocks` holds the
+    linear layer whose output is the block's decision logit (run iff > 0) and the fraction of the eligible
+    tokens it should keep; its bias is shifted to that quantile of the logits it sees on `idx`. `eligible`
+    maps those logits to the ones that may be kept (it runs inside the forward pass, e.g. MoR's survivors)."""
+    for module, keep in blocks:
+        seen: list[Tensor] = []
+        handle = module.register_forward_hook(lambda m, args, out, seen=seen: seen.append(eligible(out)))
+        try:
+            model(idx)
+        finally:
+            handle.remove()
+        module.bias -= torch.quantile(seen[0].float(), 1.0 - keep)
+
+
+@torch.no_grad()
+def bisect_bias(model: SparseDepthModel, idx: Tensor, bias: Tensor, capacity: float,
+                iterations: int = 40, low: float = -30.0, high: float = 30.0) -> None:
+    """Bisect one bias so the mean fraction of routed blocks run on `idx` is `capacity` (the fraction rises
+    with the bias), for a router whose one score sets every routed block's decision (the probe)."""
+    routed = torch.tensor(model.router.routed_layers)
+
+    def fraction(value: float) -> float:
+        bias.fill_(value)
+        return model(idx).routing[..., routed].float().mean().item()
+
+    for _ in range(iterations):
+        mid = (low + high) / 2
+        low, high = (mid, high) if fraction(mid) < capacity else (low, mid)
+    bias.fill_(high)
