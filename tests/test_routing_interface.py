@@ -73,6 +73,7 @@ ALLOWED_GETATTR = {
     ("hf.py", "module"): "HF weight init of a module's optional bias",
     ("hf.py", "fresh"): "HF init copies a freshly built buffer",
     ("hf.py", "hf_export"): "lazy re-export of the Hub export helpers",
+    ("hf.py", "generation_config"): "HF generation options that SparseDepth refuses",
 }
 
 

@@ -95,7 +95,7 @@ def _module_file(module: str) -> Path:
 
 def _resolve(module: str, node: ast.ImportFrom) -> str:
     """Absolute name of a relative import inside `module` (a package's own name for an `__init__`)."""
-    is_package = _module_file(module).name == "__init__.py"
+    is_package = _module_file(module).stem == "__init__"
     parts = module.split(".") if is_package else module.split(".")[:-1]
     base = parts[: len(parts) - (node.level - 1)]
     if node.module is None:
