@@ -130,6 +130,11 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
     assert "\\newcommand{\\NumRuns}{7}" in numbers and "\\newcommand{\\NumPrimaries}{2}" in numbers
     if build_paper:
         assert (tmp_path / "paper" / "main.pdf").stat().st_size > 10_000
+    report = tmp_path / "report.zip"  # browsable: every figure and table with its caption
+    result = snakemake("--report", str(report), "--configfile", smoke, *no_paper,
+                       "--directory", str(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert report.stat().st_size > 10_000
 
     nbclient = pytest.importorskip("nbclient")
     import nbformat

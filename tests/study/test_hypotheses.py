@@ -1,5 +1,5 @@
 """Declared hypotheses: primaries under Holm, the rest exploratory under BH, best-of selection, verdicts, and
-the `python -m sparsedepth.stats` command on per-unit tables (synthetic runs with known effects)."""
+the `python -m sparsedepth.study.stats` command on per-unit tables (synthetic runs with known effects)."""
 
 from __future__ import annotations
 
