@@ -1,5 +1,5 @@
 # SparseDepth: the whole study, from corpora to paper/main.pdf. `snakemake --cores all` (see README).
-# Thin by design: the grid logic lives in sparsedepth.grid, the rules in workflow/rules/*.smk.
+# Thin by design: the grid logic lives in sparsedepth.study.grid, the rules in workflow/rules/*.smk.
 import sys
 from pathlib import Path
 
@@ -8,7 +8,7 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, even without `pip install -e .`
-from sparsedepth import grid  # noqa: E402
+from sparsedepth.study import grid  # noqa: E402
 
 
 # The default grid, unless a study is given with --configfile (which then replaces it instead of being
@@ -19,7 +19,10 @@ if not workflow.config_settings.configfiles:
 
 
 
-validate(config, "workflow/schemas/config.schema.yaml", set_default=True)
+validate(config, "src/sparsedepth/study/config.schema.yaml", set_default=True)  # one schema, packaged
+
+
+report: "workflow/report/workflow.rst"
 
 RUNS = grid.run_keys(config)
 for _key in RUNS:  # every run's TrainConfig must resolve before any job starts

@@ -30,7 +30,7 @@ def test_dry_run_of_each_shipped_grid(config, tmp_path):
 
 
 def test_default_grid_is_built_around_declared_primaries_at_matched_compute():
-    from sparsedepth.grid import load_study, run_keys, train_config
+    from sparsedepth.study.grid import load_study, run_keys, train_config
 
     study = load_study(REPO / "config" / "config.yaml")
     keys = run_keys(study)
@@ -77,6 +77,27 @@ def test_unknown_router_in_the_grid_is_a_clear_error(tmp_path):
     assert "unknown router 'nope'" in result.stdout + result.stderr
 
 
+def test_config_values_reach_the_shell_quoted(tmp_path):
+    """Issue 13: a study config is data. `data_dir`/`data_paths` with shell syntax stay one argument each."""
+    import shlex
+
+    shutil.copytree(REPO / "paper", tmp_path / "paper", ignore=shutil.ignore_patterns("*.pdf"))
+    text = (REPO / "config" / "smoke.yaml").read_text().replace("data_dir: results/data",
+                                                                 'data_dir: "x; touch PWNED"')
+    bad = tmp_path / "evil.yaml"
+    bad.write_text(text + 'data_paths: {shakespeare: "y $(touch PWNED2)"}\n')
+    result = snakemake("-n", "-p", "--cores", "1", "--configfile", str(bad), "--directory", str(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    lines = result.stdout.splitlines()
+    commands = [line.split(":", 1)[1] for line in lines if line.startswith("Shell command:")]
+    prepare = next(shlex.split(c) for c in commands if "sparsedepth prepare" in c)
+    assert prepare[prepare.index("--out") + 1] == "x; touch PWNED/shakespeare-v512"
+    assert prepare[prepare.index("--data-path") + 1] == "y $(touch PWNED2)"
+    train = next(shlex.split(c) for c in commands if "sparsedepth train" in c)
+    assert '"data_dir": "x; touch PWNED"' in train[train.index("--config") + 1]
+    assert not list(tmp_path.rglob("PWNED*"))
+
+
 @pytest.mark.slow
 def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
     """The whole pipeline on the tiny grid, in a scratch directory, then the notebook on its results."""
@@ -109,6 +130,11 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
     assert "\\newcommand{\\NumRuns}{7}" in numbers and "\\newcommand{\\NumPrimaries}{2}" in numbers
     if build_paper:
         assert (tmp_path / "paper" / "main.pdf").stat().st_size > 10_000
+    report = tmp_path / "report.zip"  # browsable: every figure and table with its caption
+    result = snakemake("--report", str(report), "--configfile", smoke, *no_paper,
+                       "--directory", str(tmp_path), timeout=300)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert report.stat().st_size > 10_000
 
     nbclient = pytest.importorskip("nbclient")
     import nbformat

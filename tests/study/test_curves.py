@@ -30,13 +30,13 @@ def test_points_pair_validations_by_their_fraction_of_the_budget():
 
 
 def test_equal_steps_interpolates_at_dense_steps_and_never_extrapolates():
-    table = equal_steps(curves()).set_index("arm")
+    table = equal_steps(curves(), "dense").set_index("arm")
     expected = 6.0 - np.log(300) / 2 + 0.005
     assert table.loc["dense", "val_loss"] == pytest.approx(expected)
     assert table.loc["mod", "steps"] == 300 and table.loc["mod", "arm_steps"] == 450
     assert table.loc["mod", "val_loss"] == pytest.approx(expected, abs=0.01)  # linear between 225 and 300
     assert np.isnan(table.loc["early_exit", "val_loss"])  # 240 steps: no point at 300
-    tex = format_equal_steps(equal_steps(curves()))
+    tex = format_equal_steps(equal_steps(curves(), "dense"), "dense")
     assert "tab:equal-steps" in tex and "n/a" in tex
 
 

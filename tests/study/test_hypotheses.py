@@ -1,5 +1,5 @@
 """Declared hypotheses: primaries under Holm, the rest exploratory under BH, best-of selection, verdicts, and
-the `python -m sparsedepth.stats` command on per-unit tables (synthetic runs with known effects)."""
+the `python -m sparsedepth.study.stats` command on per-unit tables (synthetic runs with known effects)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparsedepth.stats import main
 from sparsedepth.study.hypotheses import HypothesisError, load_units, run_hypotheses
+from sparsedepth.study.stats import main
 
 EFFECTS = {"dense": 0.0, "probe": -0.05, "probe-frozen": 0.30, "mod": 0.0, "threshold": 0.08, "mor": 0.02}
 PRIMARIES = [{"arm": "probe", "reference": "dense"}, {"arm": "mod", "reference": "dense"},

@@ -12,7 +12,8 @@ rule aggregate:
     conda:
         ENV
     shell:
-        "python -m sparsedepth.aggregate --out {output.runs} --curves {output.curves} {params.runs} > {log} 2>&1"
+        "python -m sparsedepth.study.aggregate --out {output.runs:q} --curves {output.curves:q} {params.runs:q} "
+        "> {log:q} 2>&1"
 
 
 rule stats:
@@ -34,6 +35,6 @@ rule stats:
     conda:
         ENV
     shell:
-        "python -m sparsedepth.stats --runs {input.runs} --units {input.units} --out {output} "
-        "--primaries {params.primaries:q} --baseline {params.baseline:q} --split {params.split} "
-        "--unit {params.unit} --alpha {params.alpha} > {log} 2>&1"
+        "python -m sparsedepth.study.stats --runs {input.runs:q} --units {input.units:q} --out {output:q} "
+        "--primaries {params.primaries:q} --baseline {params.baseline:q} --split {params.split:q} "
+        "--unit {params.unit:q} --alpha {params.alpha:q} > {log:q} 2>&1"

@@ -18,7 +18,7 @@ rule benchmark_grid:
     conda:
         ENV
     shell:
-        "python -m sparsedepth.bench {params.args} --out {output} > {log} 2>&1"
+        "python -m sparsedepth.bench {params.args} --out {output:q} > {log:q} 2>&1"
 
 
 rule merge_benchmarks:
@@ -32,7 +32,7 @@ rule merge_benchmarks:
     conda:
         ENV
     shell:
-        "python -m sparsedepth.bench merge --out {output} {input} > {log} 2>&1"
+        "python -m sparsedepth.bench merge --out {output:q} {input:q} > {log:q} 2>&1"
 
 
 rule benchmark:

@@ -1,13 +1,19 @@
-# Helpers shared by the rules: paths of the grid's runs and of the final outputs.
+# Helpers shared by the rules: paths of the grid's runs, of the final outputs, and what each command reads.
 import json
 import os
+import shlex
 
-from sparsedepth.grid import RunKey
+from sparsedepth.study.layout import RUN_TEMPLATE, RunKey, run_dir, run_dir_pattern
+from sparsedepth.study.paper import paper_inputs
 
 ENV = "../../environment.yml"
-RUN_DIR = "results/runs/{model}/{variant}/{dataset}/seed{seed}"
-FIGURES = ["pareto", "train_flops", "learning_curve", "layers_hist", "routing_map", "speed", "attention"]
-TABLES = ["hypotheses", "main", "equal_steps", "bench", "bench_origin", "numbers"]
+RUN_DIR = run_dir_pattern("results")
+PAPER = "paper/main.tex"
+
+
+def q(value):
+    """A config value as one shell word: study configs are data, never shell (issue 13)."""
+    return shlex.quote(str(value))
 
 
 def data_dir(dataset):
@@ -25,16 +31,7 @@ def evaluate_limit():
 
 
 def run_paths(name):
-    return [f"results/{key.path}/{name}" for key in RUNS]
-
-
-def final_outputs():
-    outputs = ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv"]
-    outputs += expand("results/figures/{name}.pdf", name=FIGURES)
-    outputs += expand("results/tables/{name}.tex", name=TABLES)
-    if config["paper"]:
-        outputs.append("paper/main.pdf")
-    return outputs
+    return [f"{run_dir('results', key)}/{name}" for key in RUNS]
 
 
 # --- figures and tables: which inputs each one reads ---
@@ -55,6 +52,23 @@ TABLE_INPUTS = {
     "bench_origin": ["results/bench/bench.csv"],
     "numbers": ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv", "results/curves.csv"],
 }
+FIGURES = list(FIGURE_INPUTS)
+TABLES = list(TABLE_INPUTS)
+
+
+def final_outputs():
+    outputs = ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv"]
+    outputs += expand("results/figures/{name}.pdf", name=FIGURES)
+    outputs += expand("results/tables/{name}.tex", name=TABLES)
+    if config["paper"]:
+        outputs.append("paper/main.pdf")
+    return outputs
+
+
+def paper_sources(wildcards=None):
+    """What paper/main.tex includes (tables, figures, bibliography), read from the source itself."""
+    made = expand("results/figures/{name}.pdf", name=FIGURES) + expand("results/tables/{name}.tex", name=TABLES)
+    return paper_inputs(PAPER, made)
 
 
 INPUT_FLAGS = {"runs.csv": "--runs", "stats.csv": "--stats", "bench.csv": "--bench", "curves.csv": "--curves"}
@@ -63,7 +77,7 @@ INPUT_FLAGS = {"runs.csv": "--runs", "stats.csv": "--stats", "bench.csv": "--ben
 def input_flags(wildcards, input):
     """Each table/figure command is handed exactly the tidy files its rule declares (nothing by default)."""
     flags = [(INPUT_FLAGS.get(os.path.basename(p)), p) for p in input]
-    return " ".join(f"{flag} {path}" for flag, path in flags if flag)
+    return " ".join(f"{flag} {q(path)}" for flag, path in flags if flag)
 
 
 def figure_inputs(wildcards):
@@ -78,17 +92,17 @@ BENCH = config["benchmark"]
 
 
 def csv_list(values):
-    return ",".join(str(v) for v in values)
+    return q(",".join(str(v) for v in values))
 
 
 def bench_args(grid_name):
-    """Command-line flags of `python -m sparsedepth.bench` for one grid, from the config."""
-    common = (f"--device {BENCH['device']} --threads {BENCH['threads']} --repeats {BENCH['repeats']} "
-              f"--warmup {BENCH['warmup']} --max-seconds {BENCH['max_seconds']}")
+    """Command-line flags of `python -m sparsedepth.bench` for one grid, from the config (each quoted)."""
+    common = (f"--device {q(BENCH['device'])} --threads {q(BENCH['threads'])} --repeats {q(BENCH['repeats'])} "
+              f"--warmup {q(BENCH['warmup'])} --max-seconds {q(BENCH['max_seconds'])}")
     if grid_name == "origin":
         return f"--grid origin {common}"
     return (f"{common} --routers {csv_list(BENCH['routers'])} --kinds {csv_list(BENCH['kinds'])} "
-            f"--capacity {BENCH['capacity']} --batch {csv_list(BENCH['batch'])} --seq {csv_list(BENCH['seq'])} "
-            f"--d-model {BENCH['d_model']} --n-layers {BENCH['n_layers']} --n-heads {BENCH['n_heads']} "
-            f"--decode-prompt {csv_list(BENCH['decode_prompt'])} --decode-new {csv_list(BENCH['decode_new'])} "
-            f"--decode-batch {csv_list(BENCH['decode_batch'])}")
+            f"--capacity {q(BENCH['capacity'])} --batch {csv_list(BENCH['batch'])} "
+            f"--seq {csv_list(BENCH['seq'])} --d-model {q(BENCH['d_model'])} --n-layers {q(BENCH['n_layers'])} "
+            f"--n-heads {q(BENCH['n_heads'])} --decode-prompt {csv_list(BENCH['decode_prompt'])} "
+            f"--decode-new {csv_list(BENCH['decode_new'])} --decode-batch {csv_list(BENCH['decode_batch'])}")

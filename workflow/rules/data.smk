@@ -5,7 +5,7 @@ rule prepare_data:
     params:
         out=lambda w, output: os.path.dirname(output.meta),
         data_path=lambda w: (
-            f"--data-path {config['data_paths'][w.dataset]}" if w.dataset in config["data_paths"] else ""
+            f"--data-path {q(config['data_paths'][w.dataset])}" if w.dataset in config["data_paths"] else ""
         ),
         vocab=config["vocab_size"],
     log:
@@ -13,5 +13,5 @@ rule prepare_data:
     conda:
         ENV
     shell:
-        "python -m sparsedepth prepare --dataset {wildcards.dataset} --out {params.out} "
-        "--vocab-size {params.vocab} {params.data_path} > {log} 2>&1"
+        "python -m sparsedepth prepare --dataset {wildcards.dataset:q} --out {params.out:q} "
+        "--vocab-size {params.vocab:q} {params.data_path} > {log:q} 2>&1"

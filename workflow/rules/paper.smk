@@ -1,14 +1,12 @@
 rule paper:
-    """paper/main.pdf: the text, the generated tables/numbers and the figures (latexmk, halts on error)."""
+    """paper/main.pdf from what main.tex includes (read from it: tables, numbers, figures, bibliography)."""
     input:
-        tex=["paper/main.tex", "paper/refs.bib"],
-        tables=expand("results/tables/{name}.tex", name=TABLES),
-        figures=expand("results/figures/{name}.pdf", name=FIGURES),
+        paper_sources,
     output:
-        "paper/main.pdf",
+        report("paper/main.pdf", caption="../report/paper.rst", category="Paper"),
     log:
         "results/logs/paper.log",
     conda:
         ENV
     shell:
-        "cd paper && latexmk -pdf -halt-on-error -interaction=nonstopmode main.tex > ../{log} 2>&1"
+        "cd paper && latexmk -pdf -halt-on-error -interaction=nonstopmode main.tex > ../{log:q} 2>&1"

@@ -10,12 +10,12 @@ rule train:
         config=lambda w: grid.config_json(config, run_key(w)),
     threads: max(1, config["threads"])
     log:
-        "results/logs/train/{model}/{variant}/{dataset}/seed{seed}.log",
+        f"results/logs/train/{RUN_TEMPLATE}.log",
     conda:
         ENV
     shell:
-        "python -m sparsedepth train --out {params.out} --config {params.config:q} --auto-resume --quiet "
-        "> {log} 2>&1"
+        "python -m sparsedepth train --out {params.out:q} --config {params.config:q} --auto-resume --quiet "
+        "> {log:q} 2>&1"
 
 
 rule evaluate:
@@ -33,9 +33,9 @@ rule evaluate:
         segment=config["evaluate"]["segment_tokens"],
     threads: max(1, config["threads"])
     log:
-        "results/logs/evaluate/{model}/{variant}/{dataset}/seed{seed}.log",
+        f"results/logs/evaluate/{RUN_TEMPLATE}.log",
     conda:
         ENV
     shell:
-        "OMP_NUM_THREADS={threads} python -m sparsedepth evaluate --run {params.run} --out {output.eval} "
-        "--units {output.units} --segment-tokens {params.segment} {params.limit} > {log} 2>&1"
+        "OMP_NUM_THREADS={threads} python -m sparsedepth evaluate --run {params.run:q} --out {output.eval:q} "
+        "--units {output.units:q} --segment-tokens {params.segment:q} {params.limit} > {log:q} 2>&1"

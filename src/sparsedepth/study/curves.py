@@ -11,6 +11,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from .results import arm_order
+
 CURVE_COLUMNS = ("model", "variant", "dataset", "seed", "step", "steps", "train_flops", "val_loss")
 
 
@@ -29,9 +31,8 @@ def curve_points(curves: pd.DataFrame) -> pd.DataFrame:
     return points
 
 
-def figure_learning_curve(curves: pd.DataFrame) -> Figure:
-    from ..figures import arm_palette, message_figure
-    from ..tables import arm_order
+def figure_learning_curve(curves: pd.DataFrame, baseline: str | None = None) -> Figure:
+    from .plots import arm_palette, message_figure
 
     if curves.empty:
         return message_figure("no learning curves: results/curves.csv is missing or empty")
@@ -42,10 +43,10 @@ def figure_learning_curve(curves: pd.DataFrame) -> Figure:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, len(cells), figsize=(6.0 * len(cells), 3.6), squeeze=False)
-    palette = arm_palette(arm_order(points["variant"].unique()))
+    palette = arm_palette(arm_order(points["variant"].unique(), baseline), baseline)
     for ax, (model, dataset) in zip(axes[0], cells, strict=True):
         cell = points[(points["model"] == model) & (points["dataset"] == dataset)]
-        for variant in arm_order(cell["variant"].unique()):
+        for variant in arm_order(cell["variant"].unique(), baseline):
             g = cell[cell["variant"] == variant]
             ax.plot(g["train_flops"], g["val_loss"], marker="o", markersize=3, lw=1.2,
                     color=palette[variant], label=f"{variant} ({int(g['n_seeds'].max())})")
@@ -58,7 +59,7 @@ def figure_learning_curve(curves: pd.DataFrame) -> Figure:
     return fig
 
 
-def equal_steps(curves: pd.DataFrame, baseline: str = "dense") -> pd.DataFrame:
+def equal_steps(curves: pd.DataFrame, baseline: str) -> pd.DataFrame:
     """The secondary, equal-steps view: every arm's validation loss after as many optimizer steps as the
     baseline took, read off its own learning curve by linear interpolation in steps (mean over seeds).
     An arm that took fewer steps than the baseline has no such point (NaN): nothing is extrapolated."""
@@ -87,30 +88,31 @@ def equal_steps(curves: pd.DataFrame, baseline: str = "dense") -> pd.DataFrame:
                                        "n_seeds"])
 
 
-def format_equal_steps(table: pd.DataFrame) -> str:
-    from ..tables import NA, arm_order, empty_table, escape_latex, fmt_int, fmt_num, fmt_signed, to_latex
+def format_equal_steps(table: pd.DataFrame, baseline: str) -> str:
+    from .latex import NA, empty_table, escape_latex, fmt_int, fmt_num, fmt_signed, to_latex
 
+    base = escape_latex(baseline)
     if table.empty:
-        return empty_table("Every arm after as many steps as dense.", "tab:equal-steps",
+        return empty_table(f"Every arm after as many steps as {base}.", "tab:equal-steps",
                            "no learning curves: results/curves.csv is missing or empty")
-    order = {arm: i for i, arm in enumerate(arm_order(table["arm"].unique()))}
+    order = {arm: i for i, arm in enumerate(arm_order(table["arm"].unique(), baseline))}
     table = table.assign(_order=table["arm"].map(order)).sort_values(["model", "dataset", "_order"])
     keys = pd.DataFrame({name: table[c].map(escape_latex).to_numpy()
                          for name, c in (("Model", "model"), ("Dataset", "dataset"), ("Arm", "arm"))})
     disp = pd.DataFrame({
         "Steps (own budget)": [fmt_int(x) for x in table["arm_steps"]],
-        "Val. loss at dense's steps": [fmt_num(x, 3) if np.isfinite(x) else NA for x in table["val_loss"]],
-        r"$\Delta$ vs dense": [fmt_signed(x, 3) if np.isfinite(x) else NA for x in table["delta"]],
+        f"Val. loss at {base}'s steps": [fmt_num(x, 3) if np.isfinite(x) else NA for x in table["val_loss"]],
+        rf"$\Delta$ vs {base}": [fmt_signed(x, 3) if np.isfinite(x) else NA for x in table["delta"]],
     })
     caption = ("Secondary, equal-steps view: each arm's validation loss (nats/token, the in-training "
-               "validation batches, mean over seeds) after as many optimizer steps as dense took, read off "
+               f"validation batches, mean over seeds) after as many optimizer steps as {base} took, read off "
                "its own learning curve; its learning-rate schedule spans its own, compute-matched budget, so "
                "this is a view of the same runs, not a separate equal-steps training. Arms that took fewer "
-               "steps than dense have no such point.")
+               f"steps than {base} have no such point.")
     return to_latex(pd.concat([keys, disp], axis=1), 3, caption, "tab:equal-steps")
 
 
-def last_drop(curves: pd.DataFrame, baseline: str = "dense") -> float:
+def last_drop(curves: pd.DataFrame, baseline: str) -> float:
     """How much the baseline's validation loss still fell between its last two validations (relative, mean
     over seeds): near 0 means training converged; a few percent means the budget ends mid-descent."""
     base = curves[curves["variant"] == baseline].sort_values("step")

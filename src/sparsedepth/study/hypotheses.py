@@ -20,10 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..aggregate import arm_name
-from ..stats import adjust
 from ..units import UNIT_COLUMNS
 from . import hierarchical as hb
+from .results import arm_name
+from .stats import adjust
 
 ALPHA = 0.05
 POWER = 0.8

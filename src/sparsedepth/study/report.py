@@ -9,17 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..tables import (
-    ALPHA,
-    NA,
-    empty_table,
-    escape_latex,
-    fmt_p,
-    fmt_signed,
-    p_clause,
-    require,
-    to_latex,
-)
+from .hypotheses import ALPHA
+from .latex import NA, empty_table, escape_latex, fmt_p, fmt_signed, p_clause, to_latex
+from .results import require
 
 ORDINALS = ("One", "Two", "Three", "Four", "Five", "Six", "Seven", "Eight", "Nine", "Ten")
 STATS_REQUIRED = ("model", "dataset", "hypothesis", "family", "arm", "reference", "effect", "ci_low",

@@ -20,28 +20,17 @@ import dataclasses
 import json
 import sys
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
-from .config import ConfigError, ModelConfig, to_dict
-from .flops import train_flops_per_step
-from .train import TrainConfig
+from ..config import ConfigError, ModelConfig, to_dict
+from ..flops import train_flops_per_step
+from ..train import TrainConfig
+from .layout import RunKey
 
-SCHEMA = Path(__file__).resolve().parents[2] / "workflow" / "schemas" / "config.schema.yaml"
+SCHEMA_NAME = "config.schema.yaml"  # packaged beside this module; the Snakefile validates with the same file
 SCHEDULE = ("warmup_steps", "eval_every", "checkpoint_every", "log_every")  # scale with a run's steps
 
-
-@dataclass(frozen=True)
-class RunKey:
-    model: str
-    variant: str
-    dataset: str
-    seed: int
-
-    @property
-    def path(self) -> str:
-        """The run directory, relative to the results root (literal wildcard layout of the workflow)."""
-        return f"runs/{self.model}/{self.variant}/{self.dataset}/seed{self.seed}"
 
 
 def _scaled_model(base: dict, scale: dict) -> dict:
@@ -183,19 +172,20 @@ def load_study(path: str | Path) -> dict:
     """A study config validated against the workflow's schema, defaults filled in (as the Snakefile does)."""
     from snakemake.utils import validate
 
-    from .config import load_file
+    from ..config import load_file
 
     study = load_file(path)
     try:
-        validate(study, str(SCHEMA), set_default=True)
+        with resources.as_file(resources.files(__package__) / SCHEMA_NAME) as schema:
+            validate(study, str(schema), set_default=True)
     except Exception as e:  # snakemake raises WorkflowError with the jsonschema message
         raise ConfigError(f"{path}: {e}") from e
     return study
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m sparsedepth.grid CONFIG.yaml`: list the runs and check every config resolves."""
-    p = argparse.ArgumentParser(prog="python -m sparsedepth.grid", description=main.__doc__)
+    """`python -m sparsedepth.study.grid CONFIG.yaml`: list the runs and check every config resolves."""
+    p = argparse.ArgumentParser(prog="python -m sparsedepth.study.grid", description=main.__doc__)
     p.add_argument("config", help="study config (YAML), e.g. config/config.yaml")
     args = p.parse_args(argv)
     try:

@@ -12,20 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sparsedepth import tables
-from sparsedepth.tables import (
-    NA,
-    NOT_MEASURED,
-    RUN_MACROS,
-    bench_table,
-    escape_latex,
-    format_bench,
-    format_main,
-    format_numbers,
-    macro_name,
-    main_table,
-    numbers,
-)
+from sparsedepth.study import tables
+from sparsedepth.study.latex import NA, NOT_MEASURED, escape_latex, macro_name
+from sparsedepth.study.numbers import RUN_MACROS, format_numbers, numbers
+from sparsedepth.study.tables import bench_table, format_bench, format_main, main_table
 
 ARMS = {  # arm: (variant, router, mode, capacity, layers/token, Δ loss)
     "dense": ("dense", "dense", "causal", 1.0, 4.0, 0.0),
@@ -131,7 +121,7 @@ def test_macro_name_is_letters_only(parts, name):
 
 
 def test_main_table_numbers(results):
-    t = main_table(results["runs"], results["stats"])
+    t = main_table(results["runs"], results["stats"], "dense")
     assert len(t) == 2 * len(ARMS)
     cell = t[t["dataset"] == "shakespeare"].set_index("arm")
     assert list(cell.index)[0] == "dense"  # baseline first
@@ -145,14 +135,14 @@ def test_main_table_numbers(results):
 
 
 def test_main_table_without_stats_reports_delta_but_no_p(results):
-    t = main_table(results["runs"], pd.DataFrame())
+    t = main_table(results["runs"], pd.DataFrame(), "dense")
     seed = t[(t["dataset"] == "shakespeare") & (t["arm"] == "probe")].iloc[0]
     assert seed["delta"] == pytest.approx(0.04, abs=0.03) and np.isnan(seed["p_holm"])
-    assert "n/a" in format_main(t)
+    assert "n/a" in format_main(t, "dense")
 
 
 def test_main_table_latex_is_booktabs_and_escaped(results):
-    tex = format_main(main_table(results["runs"], results["stats"]))
+    tex = format_main(main_table(results["runs"], results["stats"], "dense"), "dense")
     assert "\\toprule" in tex and "\\midrule" in tex and "\\bottomrule" in tex
     assert "wiki\\_pedia" in tex and "wiki_pedia" not in tex.replace("wiki\\_pedia", "")
     assert "mod[topk]" in tex and "\\label{tab:main}" in tex
@@ -172,7 +162,7 @@ def test_bench_table_empty_says_not_measured():
 
 
 def test_numbers(results):
-    m = numbers(results["runs"], results["stats"], results["bench"])
+    m = numbers(results["runs"], results["stats"], results["bench"], baseline="dense")
     assert all(re.fullmatch(r"[A-Za-z]+", k) for k in m)
     assert m["NumRuns"] == str(2 * 4 * 3) and m["NumSeeds"] == "3"
     assert m["BestArmTinyShakespeare"] == "probe" and m["BestArmTinyWikiPedia"] == "probe"  # not mod[topk]
@@ -185,7 +175,7 @@ def test_numbers(results):
 
 
 def test_numbers_defined_on_empty_results():
-    m = numbers(pd.DataFrame(), pd.DataFrame(), pd.DataFrame())
+    m = numbers(pd.DataFrame(), pd.DataFrame(), pd.DataFrame(), baseline="dense")
     assert set(RUN_MACROS) <= set(m) and m["NumRuns"] == NA and m["CpuTargetSpeedup"] == NOT_MEASURED
     tex = format_numbers(m)
     assert all(re.fullmatch(r"\\newcommand\{\\[A-Za-z]+\}\{.*\}", line)
@@ -197,21 +187,52 @@ def test_cli_writes_tex(name, results, tmp_path):
     paths = write_results(tmp_path / "results", results)
     out = tmp_path / "tables" / f"{name}.tex"
     assert tables.main([name, "--runs", paths["runs"], "--stats", paths["stats"], "--bench", paths["bench"],
-                        "--out", str(out)]) == 0
+                        "--baseline", "dense", "--out", str(out)]) == 0
     assert out.stat().st_size > 200
 
 
-def test_cli_on_missing_inputs_still_writes(tmp_path):
+def test_cli_without_inputs_writes_not_measured(tmp_path):
+    """A file that is not named is absent data: the table says so (and the paper still compiles)."""
     for name in ("main", "bench", "numbers"):
         out = tmp_path / f"{name}.tex"
-        assert tables.main([name, "--runs", str(tmp_path / "none.csv"), "--stats", str(tmp_path / "none.csv"),
-                            "--bench", str(tmp_path / "none.csv"), "--out", str(out)]) == 0
+        assert tables.main([name, "--baseline", "dense", "--out", str(out)]) == 0
         assert out.read_text().strip()
+
+
+def test_cli_refuses_a_named_file_that_is_missing(tmp_path, capsys):
+    out = tmp_path / "main.tex"
+    missing = tmp_path / "none.csv"
+    assert tables.main(["main", "--runs", str(missing), "--baseline", "dense", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and str(missing) in err and err.count("\n") == 1 and not out.exists()
+
+
+@pytest.mark.parametrize("name", ["main", "numbers"])
+def test_cli_refuses_a_diverged_run_naming_it(name, results, tmp_path, capsys):
+    """Issue 13: a NaN loss (divergence on the last step) must stop the table, not drop the seed."""
+    frames = {k: v.copy() for k, v in results.items()}
+    frames["runs"].loc[3, "test_bpb"] = np.nan
+    paths = write_results(tmp_path / "results", frames)
+    out = tmp_path / f"{name}.tex"
+    assert tables.main([name, "--runs", paths["runs"], "--stats", paths["stats"], "--bench", paths["bench"],
+                        "--baseline", "dense", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "test_bpb" in err and frames["runs"].loc[3, "run_dir"] in err and err.count("\n") == 1
+    assert not out.exists()
+
+
+def test_baseline_comes_from_the_caller(results):
+    """No arm is the baseline by name: with `probe` as baseline, probe is listed first without a delta."""
+    t = main_table(results["runs"], results["stats"], "probe")
+    first = t.groupby(["model", "dataset"]).head(1)
+    assert (first["arm"] == "probe").all() and first["delta"].isna().all()
+    assert "\\texttt{probe}" in format_main(t, "probe")
 
 
 def test_cli_bad_columns_is_a_one_line_error(tmp_path, capsys):
     bad = tmp_path / "runs.csv"
     pd.DataFrame({"model": ["x"]}).to_csv(bad, index=False)
-    assert tables.main(["main", "--runs", str(bad), "--out", str(tmp_path / "t.tex")]) == 2
+    out = str(tmp_path / "t.tex")
+    assert tables.main(["main", "--runs", str(bad), "--baseline", "dense", "--out", out]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "lacks column" in err and err.count("\n") == 1

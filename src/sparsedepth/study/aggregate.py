@@ -1,29 +1,32 @@
 """The tidy table `results/runs.csv`: one row per finished run × inference mode (docs/CONTRACT.md).
 
-    python -m sparsedepth.aggregate --out results/runs.csv RUN_DIR...
-    python -m sparsedepth.aggregate --out results/runs.csv --root results/runs
+    python -m sparsedepth.study.aggregate --out results/runs.csv RUN_DIR...
+    python -m sparsedepth.study.aggregate --out results/runs.csv --root results/runs
 
 Why a separate step: statistics, figures, tables and the notebook read this one table, never the run
 directories, so they need neither torch nor the run layout. `model` and `variant` come from the run
-directory's path (`runs/{model}/{variant}/{dataset}/seed{seed}`), everything else from its JSON files; a path
-that disagrees with its config.json is an error, so a mis-wired workflow cannot mislabel a run.
+directory's path (`study.layout`), everything else from its JSON files; a path that disagrees with its
+config.json is an error, so a mis-wired workflow cannot mislabel a run. A run that is missing a file or
+whose losses are not finite (it diverged) is an error too, and nothing is written: a table that silently
+dropped a seed would let the paper claim more seeds than it used.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import pandas as pd
 
-from .atomic import write_csv
+from ..atomic import write_csv
+from .layout import LayoutError, find_run_dirs, parse_run_dir
+from .results import arm_name
 
 EXIT_USER_ERROR = 2
-CAUSAL = "causal"
 
 RUNS_COLUMNS = [
     "model", "variant", "arm", "router", "dataset", "seed", "capacity", "mode", "n_layers", "d_model",
@@ -39,11 +42,6 @@ class AggregateError(ValueError):
     """A run directory that cannot be tabulated; the message names it."""
 
 
-def arm_name(variant: str, mode: str) -> str:
-    """The unit compared with the baseline: `mod` (causal inference) and `mod[topk]` are different arms."""
-    return variant if mode == CAUSAL else f"{variant}[{mode}]"
-
-
 def _read_json(run_dir: Path, name: str) -> dict:
     path = run_dir / name
     if not path.is_file():
@@ -56,13 +54,29 @@ def _read_json(run_dir: Path, name: str) -> dict:
 
 
 def model_and_variant(run_dir: Path) -> tuple[str, str]:
-    """`model` and `variant` of a run directory `.../{model}/{variant}/{dataset}/seed{seed}` (its path is
-    the only place they are recorded)."""
-    parts = run_dir.parts
-    if len(parts) < 4 or not re.fullmatch(r"seed\d+", parts[-1]):
-        raise AggregateError(f"{run_dir}: not a run directory of the form .../{{model}}/{{variant}}/"
-                             "{dataset}/seed{seed}")
-    return parts[-4], parts[-3]
+    """`model` and `variant` of a run directory (its path is the only place they are recorded)."""
+    try:
+        key = parse_run_dir(run_dir)
+    except LayoutError as e:
+        raise AggregateError(str(e)) from None
+    return key.model, key.variant
+
+
+FINITE_FIELDS = ("loss", "bpb", "layers_per_token", "flops_per_token")
+
+
+def _check_finite(run_dir: Path, summary: dict, evaluation: dict) -> None:
+    """A diverged run (a NaN or inf loss) is refused here, naming the run and the value."""
+    values = {"summary.json final_train_loss": summary.get("final_train_loss"),
+              "summary.json val_loss": summary.get("val_loss")}
+    for mode, entry in evaluation.get("modes", {}).items():
+        for split in ("validation", "test"):
+            for field in FINITE_FIELDS:
+                values[f"eval.json {mode}/{split}/{field}"] = entry.get(split, {}).get(field)
+    for where, value in values.items():
+        if value is not None and not (isinstance(value, int | float) and math.isfinite(value)):
+            raise AggregateError(f"{run_dir}: {where} is {value} (the run diverged or its evaluation "
+                                 "failed; rerun it)")
 
 
 def run_rows(run_dir: str | Path) -> list[dict]:
@@ -71,6 +85,7 @@ def run_rows(run_dir: str | Path) -> list[dict]:
     parts = run_dir.parts
     model, variant = model_and_variant(run_dir)
     config, summary, evaluation = (_read_json(run_dir, f"{n}.json") for n in ("config", "summary", "eval"))
+    _check_finite(run_dir, summary, evaluation)
     try:
         if (config["dataset"], f"seed{config['seed']}") != (parts[-2], parts[-1]):
             raise AggregateError(f"{run_dir}: path says {parts[-2]}/{parts[-1]} but config.json says "
@@ -125,6 +140,8 @@ def curve_rows(run_dir: str | Path) -> list[dict]:
         except json.JSONDecodeError as e:
             raise AggregateError(f"{path}:{n}: not valid JSON: {e}") from None
         if "val_loss" in record:
+            if not (isinstance(record["val_loss"], int | float) and math.isfinite(record["val_loss"])):
+                raise AggregateError(f"{path}:{n}: val_loss is {record['val_loss']} (the run diverged)")
             rows.append({"model": model, "variant": variant, "dataset": config["dataset"],
                          "seed": config["seed"], "step": record["step"], "steps": config["steps"],
                          "train_flops": record.get("train_flops"), "val_loss": record["val_loss"],
@@ -139,18 +156,16 @@ def collect_curves(run_dirs: Iterable[str | Path]) -> pd.DataFrame:
     return table.sort_values(keys, kind="stable", ignore_index=True)
 
 
-def find_run_dirs(root: str | Path) -> list[Path]:
-    """Every `{model}/{variant}/{dataset}/seed{seed}` directory under `root` (finished or not)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise AggregateError(f"runs root not found: {root}")
-    return sorted(p for p in root.glob("*/*/*/seed*") if p.is_dir() and re.fullmatch(r"seed\d+", p.name))
-
-
 def collect_runs(runs: Iterable[str | Path] | str | Path) -> pd.DataFrame:
     """The tidy table of the given run directories (or of every run under a root directory), sorted by
     model, dataset, variant, mode, seed so the same runs always give the same file."""
-    run_dirs = find_run_dirs(runs) if isinstance(runs, str | Path) else [Path(r) for r in runs]
+    if isinstance(runs, str | Path):
+        try:
+            run_dirs = find_run_dirs(runs)
+        except LayoutError as e:
+            raise AggregateError(str(e)) from None
+    else:
+        run_dirs = [Path(r) for r in runs]
     rows = [row for run_dir in run_dirs for row in run_rows(run_dir)]
     table = pd.DataFrame(rows, columns=RUNS_COLUMNS)
     dupes = table[table.duplicated(["model", "variant", "dataset", "seed", "mode"], keep=False)]
@@ -160,7 +175,7 @@ def collect_runs(runs: Iterable[str | Path] | str | Path) -> pd.DataFrame:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m sparsedepth.aggregate",
+    p = argparse.ArgumentParser(prog="python -m sparsedepth.study.aggregate",
                                 description="Tabulate evaluated run directories into results/runs.csv.")
     p.add_argument("run_dirs", nargs="*", help="run directories: results/runs/MODEL/VARIANT/DATASET/seedN")
     p.add_argument("--root", help="instead of listing them: every run directory under this root")

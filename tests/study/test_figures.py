@@ -2,7 +2,7 @@
 
 import pandas as pd
 
-from sparsedepth.figures import arm_palette, pareto_front
+from sparsedepth.study.plots import arm_palette, pareto_front
 
 
 def test_every_variant_gets_its_own_colour_and_modes_share_it():

@@ -7,10 +7,10 @@ import yaml
 
 from sparsedepth.config import ConfigError
 from sparsedepth.flops import train_flops_per_step
-from sparsedepth.grid import RunKey, config_json, iter_configs, load_study, main, run_keys, train_config
+from sparsedepth.study.grid import RunKey, config_json, iter_configs, load_study, main, run_keys, train_config
 from sparsedepth.train import TrainConfig
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 STUDY = {
     "datasets": ["shakespeare", "wikipedia"], "seeds": [0, 1], "vocab_size": 512, "data_dir": "d",
     "threads": 1,

@@ -1,6 +1,6 @@
 """Statistics of the study: the command that tests its hypotheses, and seed-level paired tests.
 
-    python -m sparsedepth.stats --runs results/runs.csv --units RUN_DIR/units.csv ... \\
+    python -m sparsedepth.study.stats --runs results/runs.csv --units RUN_DIR/units.csv ... \\
         --primaries '[{"arm": "probe", "reference": "dense"}]' --baseline dense --out results/stats.csv
 
 The command tests the grid's declared primaries and every other arm in bits per byte, resampling seeds and
@@ -19,22 +19,14 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 from scipy import stats as sps
 
-from .atomic import write_csv
+from ..atomic import write_csv
 
 EXIT_USER_ERROR = 2
 BOOTSTRAP_SEED = 0
 N_RESAMPLES = 9999
 CORRECTIONS = ("holm", "bh")
-
-STATS_COLUMNS = [
-    "metric", "baseline", "n_seeds", "baseline_mean", "arm_mean", "mean_diff", "ci_low", "ci_high",
-    "ci_method", "cohen_dz", "p_t", "p_wilcoxon", "p_holm", "p_wilcoxon_holm", "correction", "p_adj",
-    "p_wilcoxon_adj",
-]
-
 
 def _bootstrap_ci(diff: np.ndarray, level: float) -> tuple[float, float, str]:
     """BCa CI of the mean difference; percentile when BCa is undefined (n < 3 or it returns NaN);
@@ -108,52 +100,9 @@ def adjust(pvalues: Sequence[float], method: str = "holm") -> np.ndarray:
     return out
 
 
-def compare_to_baseline(runs: pd.DataFrame, metric: str, baseline: str = "dense",
-                        cell: Sequence[str] = ("model", "dataset"), by: str = "arm",
-                        correction: str = "holm") -> pd.DataFrame:
-    """One row per (cell…, arm ≠ baseline): the arm against the baseline on the seeds both have.
-
-    The family for the adjusted p-values is every row of this metric (all cells × arms). `p_holm` and
-    `p_wilcoxon_holm` are always Holm (docs/CONTRACT.md); `p_adj`/`p_wilcoxon_adj` use `correction`.
-    Cells without the baseline are skipped with a warning."""
-    cell = list(cell)
-    keys = [*cell, by, "seed"]
-    missing = [c for c in [*keys, metric] if c not in runs.columns]
-    if missing:
-        raise ValueError(f"runs table lacks column(s) {', '.join(missing)}")
-    if correction not in CORRECTIONS:
-        raise ValueError(f"unknown correction {correction!r}; use one of {', '.join(CORRECTIONS)}")
-    dupes = runs[runs.duplicated(keys, keep=False)]
-    if not dupes.empty:
-        first = dict(zip(keys, dupes.iloc[0][keys], strict=True))
-        raise ValueError(f"runs table has {len(dupes)} rows sharing {'/'.join(keys)}, e.g. {first}")
-    rows = []
-    for cell_key, group in runs.groupby(cell, sort=True):
-        cell_key = dict(zip(cell, cell_key, strict=True))
-        base = group.loc[group[by] == baseline].set_index("seed")[metric].dropna()
-        if base.empty:
-            warnings.warn(f"no {baseline!r} runs with {metric} in cell {cell_key}: cell skipped",
-                          stacklevel=2)
-            continue
-        for arm, g in group[group[by] != baseline].groupby(by, sort=True):
-            vals = g.set_index("seed")[metric].dropna()
-            seeds = sorted(set(base.index) & set(vals.index))
-            test = paired_test(base.loc[seeds].to_numpy(), vals.loc[seeds].to_numpy())
-            rows.append({**cell_key, by: arm, "metric": metric, "baseline": baseline, "n_seeds": len(seeds),
-                         "baseline_mean": base.loc[seeds].mean(), "arm_mean": vals.loc[seeds].mean(),
-                         **{k: v for k, v in test.items() if k != "n"}})
-    out = pd.DataFrame(rows, columns=[*cell, by, *STATS_COLUMNS])
-    out["p_holm"] = adjust(out["p_t"], "holm")
-    out["p_wilcoxon_holm"] = adjust(out["p_wilcoxon"], "holm")
-    out["correction"] = correction
-    out["p_adj"] = adjust(out["p_t"], correction)
-    out["p_wilcoxon_adj"] = adjust(out["p_wilcoxon"], correction)
-    return out
-
-
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="python -m sparsedepth.stats",
+        prog="python -m sparsedepth.study.stats",
         description="The study's hypotheses: declared primaries (Holm) and every other arm against the "
                     "baseline (exploratory, BH), in bits per byte, by a paired hierarchical bootstrap over "
                     "seeds and documents (sparsedepth.study.hypotheses).")
@@ -175,16 +124,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     import json
 
-    from .study.hypotheses import HypothesisError, load_units, run_hypotheses
+    from .hypotheses import load_units, run_hypotheses
+    from .results import load
 
     args = parser().parse_args(argv)
     try:
-        if not Path(args.runs).is_file():
-            raise ValueError(f"runs table not found: {args.runs}")
-        try:
-            runs = pd.read_csv(args.runs)
-        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read {args.runs} as CSV: {e}") from None
+        runs = load(args.runs, "runs")  # a named, complete runs table: no missing file, no diverged run
+        if runs.empty:
+            raise ValueError(f"{args.runs}: no runs")
         try:
             primaries = json.loads(args.primaries)
         except json.JSONDecodeError as e:
@@ -192,10 +139,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         missing = [u for u in args.units if not Path(u).is_file()]
         if missing:
             raise ValueError(f"unit table not found: {missing[0]}")
+        given = {str(Path(u).parent) for u in args.units}
+        unscored = sorted(set(runs["run_dir"].astype(str)) - given)
+        if unscored:
+            raise ValueError(f"{len(unscored)} run(s) of {args.runs} have no --units table: "
+                             f"{', '.join(unscored)}")
         units = load_units(args.units, runs)
         table = run_hypotheses(runs, units, primaries, baseline=args.baseline, split=args.split,
                                unit=args.unit, alpha=args.alpha)
-    except (ValueError, HypothesisError) as e:
+    except ValueError as e:  # HypothesisError and ResultsError are ValueErrors
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     out = write_csv(table, args.out)

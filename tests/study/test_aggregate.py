@@ -6,8 +6,8 @@ import math
 import pandas as pd
 import pytest
 
-from sparsedepth.aggregate import RUNS_COLUMNS, AggregateError, collect_runs, main
 from sparsedepth.evaluate import evaluate_run
+from sparsedepth.study.aggregate import RUNS_COLUMNS, AggregateError, collect_runs, main
 from sparsedepth.train import TrainConfig, train
 
 
@@ -75,6 +75,24 @@ def test_unfinished_or_mislabelled_run_is_a_clear_error(runs_root):
     wrong.rename(runs_root / "tiny" / "dense" / "shakespeare" / "seed8")
     with pytest.raises(AggregateError, match="config.json says shakespeare/seed7"):
         collect_runs([runs_root / "tiny" / "dense" / "shakespeare" / "seed8"])
+
+
+@pytest.mark.parametrize("where", ["eval", "summary"])
+def test_a_diverged_run_is_refused_naming_it_and_nothing_is_written(where, runs_root, tmp_path, capsys):
+    """Issue 13: a NaN loss on the last step must not pass as a finished run (nor drop a seed silently)."""
+    run = runs_root / "tiny" / "mod" / "shakespeare" / "seed1"
+    if where == "eval":
+        fake_eval = json.loads((run / "eval.json").read_text())
+        fake_eval["modes"]["causal"]["test"]["loss"] = float("nan")
+        (run / "eval.json").write_text(json.dumps(fake_eval))
+    else:
+        summary = json.loads((run / "summary.json").read_text())
+        (run / "summary.json").write_text(json.dumps({**summary, "final_train_loss": float("inf")}))
+    out = tmp_path / "runs.csv"
+    assert main(["--out", str(out), "--root", str(runs_root)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and str(run) in err and ("NaN" in err or "inf" in err)
+    assert not out.exists()
 
 
 def test_cli_writes_csv_and_errors_cleanly(runs_root, tmp_path, capsys):

@@ -1,0 +1,133 @@
+"""The paper's figures from the command line: each as PDF + PNG from exactly the files its rule declares.
+
+    python -m sparsedepth.study.figures NAME --runs results/runs.csv --curves results/curves.csv \\
+        --bench results/bench/bench.csv --baseline dense --out results/figures/NAME.pdf
+
+NAME is one of `FIGURES`. Per-token figures (layers_hist, routing_map, attention) load the run directories
+the given runs table lists (`study.probes`); the others plot the tables (`study.plots`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+
+import matplotlib
+import seaborn as sns
+from matplotlib.figure import Figure
+
+from . import plots, probes
+from .results import ResultsError, load
+
+EXIT_USER_ERROR = 2
+EXIT_RUNTIME_ERROR = 1
+
+
+def _run_cell(args, variants: Sequence[str] | None = None):
+    """One run per variant in one cell, from the run directories the given runs table lists (never a
+    directory scan: a run left over from another grid is not this study's)."""
+    runs = load(args.runs, "runs")
+    if runs.empty:
+        raise ResultsError(f"{args.name} needs --runs (the runs table listing the trained runs)")
+    return probes.pick_runs(probes.runs_in_table(runs), args.model, args.dataset, variants)
+
+
+def _layers_hist(args) -> Figure:
+    model, dataset, runs = _run_cell(args)
+    return plots.plot_layers_hist(probes.layers_samples(runs, args.max_batches), args.baseline,
+                                  f"{model} / {dataset}, validation" if runs else None)
+
+
+def _routing_map(args) -> Figure:
+    wanted = args.variants.split(",")
+    model, dataset, runs = _run_cell(args, wanted)
+    missing = [v for v in wanted if v not in runs]
+    if not runs:
+        return plots.message_figure(f"no run of {', '.join(wanted)} in {args.runs}")
+    return plots.plot_routing_map(probes.routing_maps(runs, args.tokens, args.start), missing,
+                                  f"{model} / {dataset}: routing on the start of the validation split "
+                                  "(* = routed block)")
+
+
+def _attention(args) -> Figure:
+    candidates = [args.variant] if args.variant else ["mod", "probe", "threshold"]
+    reasons = []
+    for variant in candidates:
+        model, dataset, runs = _run_cell(args, [variant])
+        if not runs:
+            reasons.append(f"{variant}: no run in {args.runs}")
+            continue
+        try:
+            att, tokens = probes.attention_for_run(runs[variant], variant, args.tokens, args.start,
+                                                   args.layer, args.mode)
+        except probes.ProbeError as e:  # e.g. a tiny model whose routed blocks gather < 2 of these tokens
+            reasons.append(f"{variant}: {e}")
+            continue
+        return plots.plot_attention(att, tokens, f"{model} / {dataset} / {att['arm']}: attention among the "
+                                    f"tokens block {att['layer']} gathered (validation text)")
+    return plots.message_figure("attention heatmap not drawn:\n" + "\n".join(reasons))
+
+
+def _learning_curve(args) -> Figure:
+    from .curves import figure_learning_curve
+
+    return figure_learning_curve(load(args.curves, "curves"), args.baseline)
+
+
+FIGURES: dict[str, Callable[[argparse.Namespace], Figure]] = {
+    "pareto": lambda a: plots.figure_pareto(load(a.runs, "runs"), a.baseline),
+    "train_flops": lambda a: plots.figure_train_flops(load(a.runs, "runs"), a.baseline),
+    "layers_hist": _layers_hist,
+    "routing_map": _routing_map,
+    "speed": lambda a: plots.figure_speed(load(a.bench, "bench")),
+    "attention": _attention,
+    "learning_curve": _learning_curve,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m sparsedepth.study.figures",
+                                description=__doc__.split("\n\n")[0])
+    p.add_argument("name", choices=sorted(FIGURES))
+    p.add_argument("--runs", help="(read only when given) tidy runs table; per-token figures load its runs")
+    p.add_argument("--bench", help="(read only when given) benchmark table")
+    p.add_argument("--curves", help="(read only when given) learning curves (study.aggregate --curves)")
+    p.add_argument("--baseline", required=True, help="the arm listed first, with the first colour (the grid "
+                   "config's `baseline:`)")
+    p.add_argument("--out", required=True, help="output PDF; a PNG is written next to it")
+    p.add_argument("--model", help="model of the run cell (default: the cell with most variants)")
+    p.add_argument("--dataset", help="dataset of the run cell (default: the cell with most variants)")
+    p.add_argument("--variants", default="probe,mod", help="routing_map: comma-separated variants")
+    p.add_argument("--variant", help="attention: variant (default: mod, else probe, else threshold)")
+    p.add_argument("--mode", default="causal", help="attention: inference mode (causal|topk)")
+    p.add_argument("--layer", type=int, help="attention: block (default: the most selective routed one)")
+    p.add_argument("--tokens", type=int, default=48, help="routing_map/attention: tokens shown")
+    p.add_argument("--start", type=int, default=0, help="offset of the text in the validation split")
+    p.add_argument("--max-batches", type=int, default=4, help="layers_hist: validation batches per run")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    matplotlib.use("Agg")
+    sns.set_theme(context="paper", style="whitegrid")
+    from ..checkpoint import CheckpointError
+    from ..config import ConfigError
+    from ..data import DataError
+
+    try:
+        fig = FIGURES[args.name](args)
+        pdf, png = plots.save(fig, args.out)
+    except (ResultsError, ConfigError, CheckpointError, DataError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except (RuntimeError, OSError) as e:
+        print(f"error: {type(e).__name__}: {e}", file=sys.stderr)
+        return EXIT_RUNTIME_ERROR
+    print(f"wrote {pdf} and {png}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
