@@ -16,7 +16,7 @@ from sparsedepth import data
 from sparsedepth.data import DataError, TokenData, eval_batches, load_corpus, prepare, sample_batch
 
 # The tests run from the repository root, beside the shared folder (the documented default location).
-SHARED_TINYSHAKESPEARE = (Path.cwd() / data.DEFAULT_TINYSHAKESPEARE).absolute()
+SHARED_TINYSHAKESPEARE = Path(os.path.abspath(data.DEFAULT_TINYSHAKESPEARE))
 
 # Short stories written for these tests, laid out exactly like roneneldan/TinyStories (a "text" column,
 # one story per row, data/{train,validation}-*.parquet; or the raw .txt files separated by <|endoftext|>).

@@ -186,7 +186,7 @@ def load_wikipedia(local_path: str | None = None) -> datasets.DatasetDict:
 
 def tinyshakespeare_path(local_path: str | None = None) -> Path:
     """local_path (a file, or a dir holding tinyshakespeare.txt), else $SPARSEDEPTH_DATA_DIR, else
-    ``../shared/data/tinyshakespeare.txt`` relative to the current directory (absolute either way)."""
+    ``../shared/data/tinyshakespeare.txt`` relative to the current directory (made absolute)."""
     if local_path is not None:
         path = Path(local_path)
         path = path / "tinyshakespeare.txt" if path.is_dir() else path
@@ -194,7 +194,7 @@ def tinyshakespeare_path(local_path: str | None = None) -> Path:
         path = Path(env_dir) / "tinyshakespeare.txt"
     else:
         path = DEFAULT_TINYSHAKESPEARE
-    return path.absolute()
+    return Path(os.path.abspath(path))
 
 
 def _tinyshakespeare_missing(path: Path) -> DataError:
