@@ -114,19 +114,22 @@ def test_binary_corpus_file_is_one_line(tmp_path, capsys):
 def test_bad_config_file_is_one_line(tmp_path, capsys, name, text, what):
     config = tmp_path / name
     config.write_text(text)
-    code = main(["train", "--out", str(tmp_path / "run"), "--config", str(config)])
+    code = main(["train", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
+                 "--config", str(config)])
     one_error_line(capsys, code, str(config), what)
     assert not (tmp_path / "run").exists()
 
 
 def test_config_path_that_is_a_directory(tmp_path, capsys):
-    code = main(["train", "--out", str(tmp_path / "run"), "--config", str(tmp_path)])
+    code = main(["train", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
+                 "--config", str(tmp_path)])
     one_error_line(capsys, code, str(tmp_path), "directory")
     assert not (tmp_path / "run").exists()
 
 
 def test_usage_errors_are_one_line(tmp_path):
     result = subprocess.run([sys.executable, "-m", "sparsedepth", "train", "--out", str(tmp_path / "run"),
-                             "--steps", "abc"], capture_output=True, text=True, timeout=120)
+                             "--data-dir", str(tmp_path / "data"), "--steps", "abc"],
+                            capture_output=True, text=True, timeout=120)
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1 and "--steps" in result.stderr, result.stderr

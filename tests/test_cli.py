@@ -39,7 +39,8 @@ def test_every_config_field_has_help_and_one_vocabulary_size(tmp_path):
                 assert " ".join(f.metadata["help"].split()) in help_text
     assert "--model.vocab_size" not in help_text
     assert "vocab_size" not in dataclasses.asdict(TrainConfig())["model"]
-    code = main(["train", "--out", str(tmp_path / "run"), "--config", '{"model": {"vocab_size": 512}}'])
+    code = main(["train", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
+                 "--config", '{"model": {"vocab_size": 512}}'])
     assert code == 2 and not (tmp_path / "run").exists()
 
 
@@ -61,7 +62,8 @@ def test_bad_input_is_one_clear_line_and_exit_2(flags, message, tmp_path):
 def test_bad_config_file_names_the_key(tmp_path):
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"router": "mod", "steps": -3}))
-    result = run("train", "--out", str(tmp_path / "run"), "--config", str(config))
+    result = run("train", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "d"),
+                 "--config", str(config))
     assert result.returncode == 2 and "steps" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -125,5 +127,6 @@ def test_prepare_then_auto_resume_of_a_killed_job(tmp_path):
 
 
 def test_inline_json_config_errors_are_clear(tmp_path):
-    result = run("train", "--out", str(tmp_path / "run"), "--config", '{"steps": ')
+    result = run("train", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "d"), "--config",
+                 '{"steps": ')
     assert result.returncode == 2 and "invalid inline JSON" in result.stderr
