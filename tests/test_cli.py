@@ -19,6 +19,31 @@ def test_help_lists_commands_and_config_flags():
     assert "--capacity" in train_help.stdout and "--model.d_model" in train_help.stdout
 
 
+def test_every_config_field_has_help_and_one_vocabulary_size(tmp_path):
+    """Each TrainConfig/model field documents itself in `train --help`; the vocabulary size is stated once
+    (`vocab_size`, the BPE's): the model shape carries none, so `model.vocab_size` is refused."""
+    import dataclasses
+
+    from sparsedepth.cli import build_parser, main
+    from sparsedepth.config import ModelShape
+    from sparsedepth.train import TrainConfig
+
+    parser = build_parser()
+    train_parser = parser._subparsers._group_actions[0].choices["train"]
+    help_text = " ".join(train_parser.format_help().split())
+    for cls, prefix in ((TrainConfig, ""), (ModelShape, "model.")):
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name} has no help string"
+            if f.name != "model":
+                assert f"--{prefix}{f.name}" in help_text
+                assert " ".join(f.metadata["help"].split()) in help_text
+    assert "--model.vocab_size" not in help_text
+    assert "vocab_size" not in dataclasses.asdict(TrainConfig())["model"]
+    code = main(["train", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "data"),
+                 "--config", '{"model": {"vocab_size": 512}}'])
+    assert code == 2 and not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("flags, message", [
     (["--router", "nope"], "unknown router 'nope'"),
     (["--router", "mod", "--capacity", "0"], "capacity"),
@@ -37,7 +62,8 @@ def test_bad_input_is_one_clear_line_and_exit_2(flags, message, tmp_path):
 def test_bad_config_file_names_the_key(tmp_path):
     config = tmp_path / "bad.json"
     config.write_text(json.dumps({"router": "mod", "steps": -3}))
-    result = run("train", "--out", str(tmp_path / "run"), "--config", str(config))
+    result = run("train", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "d"),
+                 "--config", str(config))
     assert result.returncode == 2 and "steps" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -101,5 +127,6 @@ def test_prepare_then_auto_resume_of_a_killed_job(tmp_path):
 
 
 def test_inline_json_config_errors_are_clear(tmp_path):
-    result = run("train", "--out", str(tmp_path / "run"), "--config", '{"steps": ')
+    result = run("train", "--out", str(tmp_path / "run"), "--data-dir", str(tmp_path / "d"), "--config",
+                 '{"steps": ')
     assert result.returncode == 2 and "invalid inline JSON" in result.stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -14,7 +15,8 @@ import torch
 from sparsedepth import data
 from sparsedepth.data import DataError, TokenData, eval_batches, load_corpus, prepare, sample_batch
 
-SHARED_TINYSHAKESPEARE = data.REPO_ROOT.parent / "shared" / "data" / "tinyshakespeare.txt"
+# The tests run from the repository root, beside the shared folder (the documented default location).
+SHARED_TINYSHAKESPEARE = Path(os.path.abspath(data.DEFAULT_TINYSHAKESPEARE))
 
 # Short stories written for these tests, laid out exactly like roneneldan/TinyStories (a "text" column,
 # one story per row, data/{train,validation}-*.parquet; or the raw .txt files separated by <|endoftext|>).
@@ -291,7 +293,7 @@ def test_prepare_failure_leaves_nothing(tmp_path: Path, excerpt_file: Path, monk
     def broken(*args, **kwargs):
         raise RuntimeError("tokenizer exploded")
 
-    monkeypatch.setattr(data, "train_tokenizer", broken)
+    monkeypatch.setattr(data.preparation, "train_tokenizer", broken)
     with pytest.raises(RuntimeError, match="exploded"):
         prepare("tinyshakespeare", tmp_path / "out", vocab_size=300, local_path=str(excerpt_file))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["excerpt.txt"]  # no out dir, no temp dir
@@ -303,6 +305,76 @@ def test_prepare_rebuilds_on_new_vocab(tmp_path: Path, excerpt_file: Path):
     prepare("tinyshakespeare", out, vocab_size=400, local_path=str(excerpt_file))
     assert TokenData.load(out).meta["vocab_size"] == 400
     assert sorted(p.name for p in tmp_path.iterdir()) == ["excerpt.txt", "out"]
+
+
+def test_prepared_data_is_keyed_by_its_source(tmp_path: Path, excerpt_file: Path,
+                                              monkeypatch: pytest.MonkeyPatch):
+    """source.json records where the text came from; a same-content copy is reused, another text refused."""
+    out = tmp_path / "out"
+    prepare("tinyshakespeare", out, vocab_size=300, local_path=str(excerpt_file))
+    record = json.loads((out / data.SOURCE_FILE).read_text())
+    assert record["location"] == str(excerpt_file.resolve()) and len(record["sha256"]) == 64
+    assert json.loads((out / "meta.json").read_text())["source_sha256"] == record["sha256"]
+    stamp = (out / "train.npy").stat().st_mtime_ns
+
+    def no_hashing(path):
+        raise AssertionError(f"hashed {path}")
+
+    with monkeypatch.context() as m:  # unchanged source: size + mtime suffice, nothing is hashed
+        m.setattr(data.source, "_file_sha256", no_hashing)
+        assert prepare("tinyshakespeare", out, vocab_size=300, local_path=str(excerpt_file)) == out
+
+    copy = tmp_path / "moved" / "tiny.txt"  # the same text elsewhere is the same corpus
+    copy.parent.mkdir()
+    copy.write_bytes(excerpt_file.read_bytes())
+    assert prepare("tinyshakespeare", out, vocab_size=300, local_path=str(copy)) == out
+    os.utime(excerpt_file, ns=(0, 0))  # touched, same bytes: still the same corpus
+    assert prepare("tinyshakespeare", out, vocab_size=300, local_path=str(excerpt_file)) == out
+
+    other = tmp_path / "other.txt"
+    other.write_text(excerpt_file.read_text(encoding="utf-8")[:20_000] + "An ending of my own.\n")
+    with pytest.raises(DataError, match="use another --data-dir") as err:
+        prepare("tinyshakespeare", out, vocab_size=300, local_path=str(other))
+    assert str(other) in str(err.value) and "\n" not in str(err.value)
+    excerpt_file.write_text("Edited in place.\n" * 500)  # the same path with new content is another source
+    with pytest.raises(DataError, match="use another --data-dir"):
+        prepare("tinyshakespeare", out, vocab_size=300, local_path=str(excerpt_file))
+    assert (out / "train.npy").stat().st_mtime_ns == stamp  # never overwritten
+
+
+def test_prepared_data_without_a_source_record_is_rebuilt(tmp_path: Path, excerpt_file: Path):
+    out = tmp_path / "out"
+    prepare("tinyshakespeare", out, vocab_size=300, local_path=str(excerpt_file))
+    (out / data.SOURCE_FILE).unlink()  # data prepared before sources were recorded
+    prepare("tinyshakespeare", out, vocab_size=300, local_path=str(excerpt_file))
+    assert (out / data.SOURCE_FILE).is_file()
+
+
+def test_sources_name_the_files_they_read(tmp_path: Path, excerpt_file: Path,
+                                          monkeypatch: pytest.MonkeyPatch):
+    plays = data.corpus_source("shakespeare")
+    assert len(plays.files) == 38 and all(f.suffix == ".md" for f in plays.files)
+    assert data.corpus_source("wikipedia").files[0].name.endswith(".bz2")
+    assert data.corpus_source("tinyshakespeare", str(excerpt_file)).files == (excerpt_file.resolve(),)
+    monkeypatch.delenv(data.DATA_DIR_ENV, raising=False)
+    assert data.corpus_source("tinystories").location.startswith("hf://")  # no local copy: the hub, no files
+    for split, rows in WIKITEXT_ROWS.items():
+        _write_parquet(rows, tmp_path / "wt" / f"{split}-00000-of-00001.parquet")
+    assert len(data.corpus_source("wikitext2", str(tmp_path / "wt")).files) == 3
+
+
+def test_unreadable_corpora_name_the_file(tmp_path: Path):
+    binary = tmp_path / "blob.bin"
+    binary.write_bytes(bytes(range(256)) * 8)
+    with pytest.raises(DataError, match="not UTF-8"):
+        load_corpus("tinyshakespeare", local_path=str(binary))
+    with pytest.raises(DataError, match="blob.bin"):
+        load_corpus("wikipedia", local_path=str(binary))
+    (tmp_path / "wiki.train.raw").write_bytes(bytes(range(256)) * 8)
+    for name in ("wiki.valid.raw", "wiki.test.raw"):
+        (tmp_path / name).write_text(" = T = \n")
+    with pytest.raises(DataError, match="wiki.train.raw"):
+        load_corpus("wikitext2", local_path=str(tmp_path))
 
 
 def test_tokendata_missing_dir(tmp_path: Path):

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import sys
 import types
 import typing
@@ -20,6 +21,13 @@ from .config import ConfigError, load_file
 
 EXIT_USER_ERROR = 2
 EXIT_RUNTIME_ERROR = 1
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2) like every other bad input."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
 
 
 def _flag_type(annotation) -> Callable[[str], object]:
@@ -97,13 +105,35 @@ def can_resume(out: Path, cfg) -> bool:
     return (out / "checkpoint").exists() and saved.exists() and json.loads(saved.read_text()) == to_dict(cfg)
 
 
-def cmd_train(args: argparse.Namespace) -> None:
-    from .train import TrainConfig, train
+def resolve_config(args: argparse.Namespace):
+    """The TrainConfig of `--config` and the flags; an invalid one names the file it came from."""
+    from .train import TrainConfig
 
     data = read_config(args.config) if args.config else {}
-    cfg = TrainConfig.from_dict(merge(data, flags_to_overrides(args, TrainConfig)))
-    resume = args.resume or (args.auto_resume and can_resume(Path(args.out), cfg))
-    summary = train(cfg, args.out, resume=resume, progress=not args.quiet)
+    overrides = flags_to_overrides(args, TrainConfig)
+    try:
+        return TrainConfig.from_dict(merge(data, overrides))
+    except ConfigError as e:
+        if not args.config:
+            raise
+        origin = "--config" if args.config.lstrip().startswith("{") else args.config
+        raise ConfigError(f"{origin}{' with flags' if overrides else ''}: {e}") from None
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from .data import DataError
+    from .train import train
+
+    cfg = resolve_config(args)
+    out = Path(args.out)
+    created = not out.exists()
+    resume = args.resume or (args.auto_resume and can_resume(out, cfg))
+    try:
+        summary = train(cfg, out, resume=resume, progress=not args.quiet)
+    except (ConfigError, DataError, ValueError):
+        if created:  # bad input leaves no partial run directory behind
+            shutil.rmtree(out, ignore_errors=True)
+        raise
     print(json.dumps(summary, indent=1))
 
 
@@ -148,8 +178,8 @@ def cmd_sample(args: argparse.Namespace) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from .train import TrainConfig
 
-    parser = argparse.ArgumentParser(prog="sparsedepth", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="sparsedepth", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     p = sub.add_parser("train", help="train one model/router/dataset/seed into a run directory")
     p.add_argument("--out", required=True, help="run directory (created)")
@@ -164,8 +194,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="download/clean/split a corpus, train its BPE, cache the tokens")
     p.add_argument("--dataset", required=True, help="corpus name (see sparsedepth.data.CORPORA)")
     p.add_argument("--out", required=True, help="prepared data directory (created atomically)")
-    p.add_argument("--vocab-size", "--vocab_size", type=int, default=4096)
-    p.add_argument("--data-path", "--data_path", default=None, help="local corpus file/dir (file corpora)")
+    p.add_argument("--vocab-size", "--vocab_size", type=int, default=4096, help="BPE vocabulary size")
+    p.add_argument("--data-path", "--data_path", default=None,
+                   help="local corpus file/dir (default: the corpus's package, $SPARSEDEPTH_DATA_DIR or the "
+                   "hub); the prepared data records it and is never reused for another source")
     p.set_defaults(func=cmd_prepare)
 
     p = sub.add_parser("evaluate", help="val/test loss, perplexity, layers/token, FLOPs/token of a run")
@@ -193,6 +225,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     from .data import DataError
     from .train import TrainingDiverged
@@ -201,10 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         args.func(args)
     except (ConfigError, DataError, ValueError) as e:
-        print(f"sparsedepth: error: {e}", file=sys.stderr)
+        print(f"sparsedepth: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (CheckpointError, TrainingDiverged) as e:
-        print(f"sparsedepth: error: {e}", file=sys.stderr)
+        print(f"sparsedepth: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
     return 0
 

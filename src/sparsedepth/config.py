@@ -30,28 +30,38 @@ def _range(minimum: float | None = None, maximum: float | None = None, exclusive
     return meta
 
 
-def positive_int(default: int, **extra) -> Any:
-    return field(default=default, metadata=_range(1, **extra))
+def positive_int(default: int, help: str, **extra) -> Any:
+    return field(default=default, metadata=_range(1, help=help, **extra))
 
 
 @dataclass
-class ModelConfig:
-    """Shape of the decoder-only transformer (no routing: routing is chosen at `build_model`)."""
+class ModelShape:
+    """Shape of the decoder-only transformer, all but its vocabulary (routing is chosen at `build_model`).
 
-    vocab_size: int = positive_int(4096)
-    d_model: int = positive_int(128)
-    n_layers: int = positive_int(6)
-    n_heads: int = positive_int(4)
-    max_seq_len: int = positive_int(256)
-    mlp_ratio: int = positive_int(4)
-    rope_base: float = field(default=10000.0, metadata=_range(1.0))
-    dropout: float = field(default=0.0, metadata=_range(0.0, 0.9))
+    A training config holds a shape, not a `ModelConfig`: the vocabulary size is the data's (the BPE's
+    `TrainConfig.vocab_size`), so a run states it once.
+    """
+
+    d_model: int = positive_int(128, "width of the residual stream")
+    n_layers: int = positive_int(6, "number of transformer blocks")
+    n_heads: int = positive_int(4, "attention heads (d_model / n_heads must be even, for RoPE)")
+    max_seq_len: int = positive_int(256, "longest sequence the model accepts")
+    mlp_ratio: int = positive_int(4, "MLP hidden width as a multiple of d_model")
+    rope_base: float = field(default=10000.0, metadata=_range(1.0, help="rotary embedding base"))
+    dropout: float = field(default=0.0, metadata=_range(0.0, 0.9, help="dropout probability in training"))
 
     def __post_init__(self) -> None:
         if self.d_model % self.n_heads:
             raise ConfigError(f"d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads})")
         if (self.d_model // self.n_heads) % 2:
             raise ConfigError("head dimension d_model/n_heads must be even for rotary embeddings")
+
+
+@dataclass
+class ModelConfig(ModelShape):
+    """A model's shape and its vocabulary size: everything `build_model` needs."""
+
+    vocab_size: int = positive_int(4096, "token ids the embedding and head cover")
 
 
 _JSON_TYPES = {int: "integer", float: "number", str: "string", bool: "boolean"}
@@ -91,6 +101,10 @@ def json_schema(cls: type) -> dict[str, Any]:
     return {"type": "object", "properties": props, "additionalProperties": False}
 
 
+def _types(annotation: Any) -> set[Any]:
+    return set(typing.get_args(annotation)) or {annotation}
+
+
 def from_dict(cls: type, data: dict[str, Any], where: str = "config"):
     """Validate `data` against the dataclass schema and build it; errors name the key path."""
     try:
@@ -99,6 +113,9 @@ def from_dict(cls: type, data: dict[str, Any], where: str = "config"):
         path = ".".join(str(p) for p in e.absolute_path) or "(top level)"
         raise ConfigError(f"invalid {where}: {path}: {e.message}") from None
     hints = typing.get_type_hints(cls)
+    for key, value in data.items():  # JSON schema calls 100.0 an integer; a config must say 100
+        if isinstance(value, float) and int in _types(hints[key]) and float not in _types(hints[key]):
+            raise ConfigError(f"invalid {where}: {key}: {value!r} is not an integer")
     kwargs = {}
     for key, value in data.items():
         if dataclasses.is_dataclass(hints[key]) and isinstance(value, dict):
@@ -114,17 +131,36 @@ def to_dict(obj: Any) -> dict[str, Any]:
 
 
 def load_file(path: str | Path) -> dict[str, Any]:
-    """Read a JSON or YAML config file into a dict (YAML only if the suffix says so)."""
+    """Read a JSON or YAML config file into a dict (YAML only if the suffix says so); any problem is a
+    one-line ConfigError naming the file."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file not found: {path}")
-    text = path.read_text()
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a directory, not a config file")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"{path}: cannot read as text ({_one_line(e)})") from None
     if path.suffix in {".yaml", ".yml"}:
         import yaml
 
-        data = yaml.safe_load(text) or {}
+        try:
+            data = yaml.safe_load(text) or {}
+        except yaml.YAMLError as e:
+            mark = getattr(e, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(e, "problem", None) or _one_line(e)
+            raise ConfigError(f"{path}: invalid YAML{where}: {problem}") from None
     else:
-        data = json.loads(text)
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ConfigError(f"{path}: invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping")
     return data
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_weights
-from .config import ConfigError, ModelConfig, from_dict, to_dict
+from .config import ConfigError, ModelConfig, ModelShape, from_dict, to_dict
 from .data import TokenData, eval_batches, prepare, sample_batch
 from .flops import train_flops_per_step, train_step_flops
 from .model import SparseDepthModel, build_model
@@ -34,29 +34,35 @@ class TrainingDiverged(RuntimeError):
 @dataclass
 class TrainConfig:
     dataset: str = field(default="shakespeare", metadata={"help": "corpus (see sparsedepth.data.CORPORA)"})
-    data_dir: str = field(default="results/data", metadata={"help": "where prepared token files live"})
-    data_path: str | None = field(default=None, metadata={"help": "local corpus file/dir (file corpora)"})
-    vocab_size: int = field(default=4096, metadata={"minimum": 258, "maximum": 65535})
+    data_dir: str = field(default="results/data", metadata={
+        "help": "directory of prepared token files, one subdirectory per dataset and vocabulary "
+                "(relative to the current directory)"})
+    data_path: str | None = field(default=None, metadata={
+        "help": "local corpus file/dir (default: the corpus's package, $SPARSEDEPTH_DATA_DIR or the hub)"})
+    vocab_size: int = field(default=4096, metadata={"minimum": 258, "maximum": 65535,
+                                                    "help": "BPE vocabulary size (the model's vocabulary)"})
     router: str = field(default="dense", metadata={"help": "router name (see sparsedepth.ROUTERS)"})
-    capacity: float = field(default=1.0, metadata={"exclusiveMinimum": 0, "maximum": 1})
+    capacity: float = field(default=1.0, metadata={"exclusiveMinimum": 0, "maximum": 1,
+                                                   "help": "target fraction of tokens a routed block runs"})
     route_every: int | None = field(default=None, metadata={"help": "route every k-th block"})
-    router_options: dict = field(default_factory=dict)
-    model: ModelConfig = field(default_factory=ModelConfig)
-    steps: int = field(default=300, metadata={"minimum": 1})
-    batch_size: int = field(default=16, metadata={"minimum": 1})
-    seq_len: int = field(default=128, metadata={"minimum": 2})
-    lr: float = field(default=3e-3, metadata={"exclusiveMinimum": 0})
-    min_lr_ratio: float = field(default=0.1, metadata={"minimum": 0, "maximum": 1})
-    warmup_steps: int = field(default=30, metadata={"minimum": 0})
-    weight_decay: float = field(default=0.1, metadata={"minimum": 0})
-    grad_clip: float = field(default=1.0, metadata={"minimum": 0})
-    log_every: int = field(default=10, metadata={"minimum": 1})
-    eval_every: int = field(default=100, metadata={"minimum": 1})
-    eval_batches: int = field(default=8, metadata={"minimum": 1})
-    checkpoint_every: int = field(default=100, metadata={"minimum": 1})
-    seed: int = field(default=0, metadata={"minimum": 0})
+    router_options: dict = field(default_factory=dict, metadata={"help": "router keyword options (JSON)"})
+    model: ModelShape = field(default_factory=ModelShape, metadata={"help": "model shape"})
+    steps: int = field(default=300, metadata={"minimum": 1, "help": "optimizer steps"})
+    batch_size: int = field(default=16, metadata={"minimum": 1, "help": "sequences per step"})
+    seq_len: int = field(default=128, metadata={"minimum": 2, "help": "tokens per training sequence"})
+    lr: float = field(default=3e-3, metadata={"exclusiveMinimum": 0, "help": "peak learning rate (AdamW)"})
+    min_lr_ratio: float = field(default=0.1, metadata={"minimum": 0, "maximum": 1,
+                                                       "help": "final learning rate as a fraction of lr"})
+    warmup_steps: int = field(default=30, metadata={"minimum": 0, "help": "linear warm-up steps"})
+    weight_decay: float = field(default=0.1, metadata={"minimum": 0, "help": "AdamW decay of matrices"})
+    grad_clip: float = field(default=1.0, metadata={"minimum": 0, "help": "gradient norm clip (0: off)"})
+    log_every: int = field(default=10, metadata={"minimum": 1, "help": "steps between metrics lines"})
+    eval_every: int = field(default=100, metadata={"minimum": 1, "help": "steps between validations"})
+    eval_batches: int = field(default=8, metadata={"minimum": 1, "help": "batches per validation"})
+    checkpoint_every: int = field(default=100, metadata={"minimum": 1, "help": "steps between checkpoints"})
+    seed: int = field(default=0, metadata={"minimum": 0, "help": "seed of weights and data order"})
     threads: int = field(default=0, metadata={"minimum": 0, "help": "torch CPU threads (0: torch's default)"})
-    device: str = field(default="cpu", metadata={"enum": ["cpu", "cuda"]})
+    device: str = field(default="cpu", metadata={"enum": ["cpu", "cuda"], "help": "cpu or cuda"})
 
     def __post_init__(self) -> None:
         if self.router not in ROUTERS:
@@ -113,8 +119,7 @@ def validation_loss(model: SparseDepthModel, tokens, cfg: TrainConfig, device: s
 
 def git_sha() -> str:
     try:
-        root = Path(__file__).resolve().parents[2]
-        return subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,  # of the cwd
                               timeout=5).stdout.strip() or "unknown"
     except (OSError, subprocess.SubprocessError):
         return "unknown"
