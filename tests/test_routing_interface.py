@@ -67,8 +67,9 @@ def _calls_outside_routing(pattern: str):
 # getattr/hasattr outside routing/ that are not on routers: (file, first argument) → why it is legitimate
 ALLOWED_GETATTR = {
     ("cli.py", "args"): "argparse namespace: which generated flags were given",
-    ("data.py", "module"): "lazy import of an optional module",
-    ("data.py", "self"): "split name → token array",
+    ("data/base.py", "module"): "lazy import of an optional module",
+    ("data/tokens.py", "self"): "split name → token array",
+    ("config.py", "e"): "a YAML error's optional position and problem",
     ("hf.py", "self"): "HF config fields → ModelConfig",
     ("hf.py", "module"): "HF weight init of a module's optional bias",
     ("hf.py", "fresh"): "HF init copies a freshly built buffer",
