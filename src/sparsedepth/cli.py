@@ -12,7 +12,6 @@ import json
 import sys
 import typing
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_file
@@ -74,21 +73,13 @@ def read_config(source: str) -> dict:
     return load_file(source)
 
 
-def can_resume(out: Path, cfg) -> bool:
-    """A killed job left a checkpoint of *this* config (a changed config must start afresh)."""
-    from .config import to_dict
-
-    saved = out / "config.json"
-    return (out / "checkpoint").exists() and saved.exists() and json.loads(saved.read_text()) == to_dict(cfg)
-
-
 def cmd_train(args: argparse.Namespace) -> None:
+    from .rundir import saved_config
     from .train import TrainConfig, train
 
-    data = read_config(args.config) if args.config else {}
+    data = read_config(args.config) if args.config else saved_config(args.out) if args.resume else {}
     cfg = TrainConfig.from_dict(merge(data, flags_to_overrides(args, TrainConfig)))
-    resume = args.resume or (args.auto_resume and can_resume(Path(args.out), cfg))
-    summary = train(cfg, args.out, resume=resume, progress=not args.quiet)
+    summary = train(cfg, args.out, resume=args.resume, auto_resume=args.auto_resume, progress=not args.quiet)
     print(json.dumps(summary, indent=1))
 
 
