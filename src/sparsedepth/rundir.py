@@ -87,8 +87,11 @@ def run_lock(run_dir: str | Path, purpose: str, create: bool = False) -> Iterato
             note(f"{run_dir}: taking over the stale lock of {_holder(left)}, which ended without releasing")
         me = {"purpose": purpose, "pid": os.getpid(), "host": socket.gethostname(),
               "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        except OSError as e:  # e.g. disk full: the lock is held all the same, but say why it cannot be named
+            raise RunDirError(f"cannot write {path}: {e}") from None
         yield path
     finally:
         path.unlink(missing_ok=True)  # before unlocking, so a waiter never locks a file that is going away
