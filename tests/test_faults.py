@@ -26,6 +26,7 @@ from safetensors.torch import load_file
 import sparsedepth
 from sparsedepth.checkpoint import CheckpointError
 from sparsedepth.cli import main as cli_main
+from sparsedepth.config import to_dict
 from sparsedepth.data import prepare
 from sparsedepth.train import TrainConfig, train
 
@@ -41,13 +42,9 @@ import os, sys
 os.environ.pop("SPARSEDEPTH_FAULT", None)
 if ARGS["fault"]:
     os.environ["SPARSEDEPTH_FAULT"] = ARGS["fault"]
-sys.stderr = open(ARGS["log"], "a", buffering=1)
-from sparsedepth.train import TrainConfig, train
-try:
-    train(TrainConfig.from_dict(ARGS["cfg"]), ARGS["out"], auto_resume=ARGS["auto_resume"], progress=False)
-except Exception as e:
-    print(f"{type(e).__name__}: {e}", file=sys.stderr)
-    sys.exit(1)
+sys.stdout = sys.stderr = open(ARGS["log"], "a", buffering=1)
+from sparsedepth.cli import main
+sys.exit(main(ARGS["argv"]))
 """
 
 
@@ -98,9 +95,16 @@ def forkserver():
     return ctx
 
 
+def train_argv(cfg: dict, out: Path, auto_resume: bool = True) -> list[str]:
+    """The workflow's command: `train --out OUT --config JSON --auto-resume --quiet`."""
+    argv = ["train", "--out", str(out), "--config", json.dumps(cfg), "--quiet"]
+    return argv + ["--auto-resume"] if auto_resume else argv
+
+
 def spawn(ctx, cfg: dict, out: Path, fault: str | None = None, auto_resume: bool = True):
-    args = {"cfg": cfg, "out": str(out), "fault": fault, "auto_resume": auto_resume,
-            "log": str(out.parent / f"{out.name}.log")}
+    """`train` in a forked process (killed by the test, or by the fault hook at `fault`)."""
+    log = str(out.parent / f"{out.name}.log")
+    args = {"argv": train_argv(cfg, out, auto_resume), "fault": fault, "log": log}
     process = ctx.Process(target=exec, args=(CHILD, {"ARGS": args}))
     process.start()
     return process
@@ -155,7 +159,7 @@ def test_kill_at_random_times_then_auto_resume_is_an_uninterrupted_run(trial, fo
         process.join()
         assert process.exitcode in (0, -signal.SIGKILL), (tmp_path / "run.log").read_text()
         assert_nothing_passes_for_finished(out, reference)
-    train(TrainConfig.from_dict(cfg), out, auto_resume=True, progress=False)
+    assert cli_main(train_argv(cfg, out)) == 0
     assert_same_run(out, reference)
     assert not (out / ".lock").exists() and not list(out.glob("checkpoint.*"))
 
@@ -178,7 +182,7 @@ def test_kill_at_each_checkpointing_step_then_auto_resume(point, says, forkserve
     assert process.exitcode == -signal.SIGKILL, (tmp_path / "run.log").read_text()
     assert not (out / "summary.json").exists()
     capsys.readouterr()
-    train(TrainConfig.from_dict(cfg), out, auto_resume=True, progress=False)
+    assert cli_main(train_argv(cfg, out)) == 0
     notes = capsys.readouterr().err
     assert says in notes, notes
     assert "from step 0" not in notes or point == "train:committed"  # (killed before any checkpoint)
@@ -226,6 +230,10 @@ def stopped(data_dir, tmp_path) -> tuple[TrainConfig, Path]:
     return cfg, tmp_path / "run"
 
 
+def auto_resume(cfg: TrainConfig, run: Path) -> None:
+    assert cli_main(train_argv(to_dict(cfg), run)) == 0
+
+
 def zero_tensor_bytes(path: Path) -> None:
     """Zero 32 bytes in the middle of the tensor data (the header stays valid)."""
     raw = bytearray(path.read_bytes())
@@ -268,12 +276,12 @@ def test_leftover_checkpoint_old_and_half_swaps_recover(stopped, reference, caps
     shutil.copytree(run / "checkpoint", run / "checkpoint.old")
     (run / "checkpoint.tmp").mkdir()
     (run / "checkpoint.tmp" / "model.safetensors").write_bytes(b"half")
-    train(cfg, run, auto_resume=True, progress=False)
+    auto_resume(cfg, run)
     assert_same_run(run, reference)
     train(cfg, run, stop_after=6, progress=False)
     (run / "checkpoint").rename(run / "checkpoint.old")
     capsys.readouterr()
-    train(cfg, run, auto_resume=True, progress=False)
+    auto_resume(cfg, run)
     assert "restored" in capsys.readouterr().err
     assert_same_run(run, reference)
 
