@@ -61,13 +61,15 @@ def run_lock(run_dir: str | Path, purpose: str, create: bool = False) -> Iterato
     `create` makes the directory (train); otherwise a missing directory is a RunDirError. Public API for
     every command that writes into or exports from a run directory (train, evaluate, hf export)."""
     run_dir = Path(run_dir)
-    if create:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    elif not run_dir.is_dir():
+    if not create and not run_dir.is_dir():
         raise RunDirError(f"run directory {run_dir} does not exist")
     path = run_dir / LOCK_NAME
     while True:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"cannot lock {run_dir}: {e}") from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
