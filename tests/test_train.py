@@ -140,3 +140,71 @@ def test_checkpoint_holds_no_pickles(data_dir, tmp_path):
     train(tiny(data_dir, steps=10, checkpoint_every=10), tmp_path, progress=False)
     for f in (tmp_path / "checkpoint").iterdir():
         assert f.suffix in {".safetensors", ".json"}, f
+
+
+def test_a_failed_train_leaves_the_finished_run_alone(data_dir, tmp_path):
+    """Bad data, or --resume of a finished run without a checkpoint, fail before anything is replaced."""
+    from sparsedepth.data import DataError
+
+    cfg = tiny(data_dir, steps=3, checkpoint_every=3)
+    train(cfg, tmp_path, progress=False)
+    finished = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    with pytest.raises((ConfigError, DataError), match="shakespear"):
+        train(tiny(data_dir, steps=3, dataset="shakespear"), tmp_path, progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == finished
+    for f in (tmp_path / "checkpoint").iterdir():
+        f.unlink()
+    (tmp_path / "checkpoint").rmdir()
+    with pytest.raises(CheckpointError, match="does not exist"):
+        train(cfg, tmp_path, resume=True, progress=False)
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == finished
+
+
+def test_divergence_on_the_last_update_fails_the_run(data_dir, tmp_path, monkeypatch):
+    """The last update is checked too: non-finite weights (an infinite step) or gradients fail the run."""
+    import sparsedepth.train as train_module
+
+    cfg = tiny(data_dir, steps=4, eval_every=2, log_every=2)
+    finite_lr = train_module.lr_at
+    monkeypatch.setattr(train_module, "lr_at", lambda step, c: math.inf if step == 3 else finite_lr(step, c))
+    with pytest.raises(TrainingDiverged, match="weights became non-finite at step 3"):
+        train(cfg, tmp_path / "lr", progress=False)
+    assert not (tmp_path / "lr" / "model.safetensors").exists()
+    assert not (tmp_path / "lr" / "summary.json").exists()
+    monkeypatch.setattr(train_module, "lr_at", finite_lr)
+
+    def poisoned(cfg, vocab_size):
+        model = make_model(cfg, vocab_size)
+        calls = []
+        model.wte.weight.register_hook(lambda g: g * math.nan if calls.append(1) or len(calls) == 4 else g)
+        return model
+
+    monkeypatch.setattr(train_module, "make_model", poisoned)
+    with pytest.raises(TrainingDiverged, match="gradient norm is nan at step 3"):
+        train(cfg, tmp_path / "grad", progress=False)
+    assert not (tmp_path / "grad" / "summary.json").exists()
+
+
+def test_resume_refuses_a_changed_run_and_auto_resume_says_what_it_does(data_dir, tmp_path, capsys):
+    short = {"steps": 6, "checkpoint_every": 3, "eval_every": 3, "log_every": 3}
+    train(tiny(data_dir, **short), tmp_path, stop_after=3, progress=False)
+    saved = (tmp_path / "config.json").read_text()
+    with pytest.raises(ConfigError, match=r"lr \(0.003 → 0.001\); seed \(0 → 1\)"):
+        train(tiny(data_dir, **short, seed=1, lr=1e-3), tmp_path, resume=True, progress=False)
+    wider = tiny(data_dir, **short, model={"d_model": 64, "n_layers": 4, "n_heads": 4, "max_seq_len": 64})
+    with pytest.raises(ConfigError, match=r"model.d_model \(32 → 64\)"):
+        train(wider, tmp_path, resume=True, progress=False)
+    assert (tmp_path / "config.json").read_text() == saved
+    capsys.readouterr()
+    train(tiny(data_dir, **short, threads=2), tmp_path, auto_resume=True, progress=False)  # not run-defining
+    assert f"resuming {tmp_path} from step 3 of 6" in capsys.readouterr().err
+
+
+def test_evaluate_refuses_non_finite_results(data_dir, tmp_path, monkeypatch):
+    from sparsedepth.evaluate import NonFiniteLoss
+
+    train(tiny(data_dir, steps=2), tmp_path, progress=False)
+    monkeypatch.setattr("sparsedepth.evaluate.causality_violation", lambda *a, **k: math.nan)
+    with pytest.raises(NonFiniteLoss, match="causality_violation is nan"):
+        evaluate_run(tmp_path, max_batches=1, out_path=tmp_path / "eval.json")
+    assert not (tmp_path / "eval.json").exists()

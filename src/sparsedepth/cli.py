@@ -97,19 +97,13 @@ def read_config(source: str) -> dict:
     return load_file(source)
 
 
-def can_resume(out: Path, cfg) -> bool:
-    """A killed job left a checkpoint of *this* config (a changed config must start afresh)."""
-    from .config import to_dict
-
-    saved = out / "config.json"
-    return (out / "checkpoint").exists() and saved.exists() and json.loads(saved.read_text()) == to_dict(cfg)
-
-
 def resolve_config(args: argparse.Namespace):
-    """The TrainConfig of `--config` and the flags; an invalid one names the file it came from."""
+    """The TrainConfig of `--config` (or, on `--resume`, the run's own config.json) and the flags; an
+    invalid one names the file it came from."""
+    from .rundir import saved_config
     from .train import TrainConfig
 
-    data = read_config(args.config) if args.config else {}
+    data = read_config(args.config) if args.config else saved_config(args.out) if args.resume else {}
     overrides = flags_to_overrides(args, TrainConfig)
     try:
         return TrainConfig.from_dict(merge(data, overrides))
@@ -127,9 +121,8 @@ def cmd_train(args: argparse.Namespace) -> None:
     cfg = resolve_config(args)
     out = Path(args.out)
     created = not out.exists()
-    resume = args.resume or (args.auto_resume and can_resume(out, cfg))
     try:
-        summary = train(cfg, out, resume=resume, progress=not args.quiet)
+        summary = train(cfg, out, resume=args.resume, auto_resume=args.auto_resume, progress=not args.quiet)
     except (ConfigError, DataError, ValueError):
         if created:  # bad input leaves no partial run directory behind
             shutil.rmtree(out, ignore_errors=True)

@@ -20,10 +20,10 @@ from torch import Tensor
 
 from .atomic import write_csv, write_text
 from .checkpoint import CheckpointError, load_weights
-from .config import load_file
 from .data import TokenData, eval_batches
 from .flops import counted_flops, dense_forward_flops, output_flops, train_step_flops
 from .model import SparseDepthModel
+from .rundir import RunDirError, read_json, run_lock
 from .train import TrainConfig, TrainingDiverged, load_data, make_model
 from .units import UNIT_COLUMNS, token_byte_lengths, unit_table
 
@@ -34,9 +34,10 @@ def load_run(run_dir: str | Path) -> tuple[SparseDepthModel, TrainConfig, TokenD
     """Model (eval mode, trained weights), its config and its data, from a finished run directory."""
     run_dir = Path(run_dir)
     weights = run_dir / "model.safetensors"
-    if not weights.exists():
-        raise CheckpointError(f"{run_dir} has no model.safetensors: the run did not finish (train it first)")
-    cfg = TrainConfig.from_dict(load_file(run_dir / "config.json"))
+    if not weights.exists() or not (run_dir / "summary.json").exists():
+        raise CheckpointError(f"{run_dir} has no model.safetensors and summary.json: the run did not finish "
+                              "(train it first)")
+    cfg = TrainConfig.from_dict(read_json(run_dir / "config.json", "the run's config"))
     data = load_data(cfg)
     model = make_model(cfg, data.vocab_size)
     load_weights(model, weights)
@@ -150,9 +151,33 @@ def evaluate_run(
 ) -> dict:
     """Evaluate a run on the whole of validation and test (or `max_batches` batches) in every inference
     mode; optionally write eval.json and the units CSV (mode, split, doc, segment, nats, tokens, bytes),
-    each atomically. The returned dict is eval.json's content."""
+    each atomically, holding the run's lock (not while it trains). Any non-finite number fails it: no
+    file is written. The returned dict is eval.json's content."""
     if segment_tokens < 1:  # before the (long) evaluation, not after it
         raise ValueError(f"segment_tokens must be >= 1, got {segment_tokens}")
+    with run_lock(run_dir, "evaluate"):
+        result, units = _evaluate_locked(run_dir, max_batches, segment_tokens)
+        _refuse_non_finite(result)
+        try:
+            if units_path is not None:
+                write_csv(units, units_path)
+            if out_path is not None:
+                write_text(json.dumps(result, indent=1), out_path)
+        except OSError as e:  # e.g. disk full: one line, and no half-written file left behind
+            raise RunDirError(str(e)) from None
+    return result
+
+
+def _refuse_non_finite(value: Any, where: str = "eval") -> None:
+    if isinstance(value, dict):
+        for key, item in value.items():
+            _refuse_non_finite(item, f"{where}.{key}")
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise NonFiniteLoss(f"evaluation result {where} is {value}: the model is broken")
+
+
+def _evaluate_locked(run_dir: str | Path, max_batches: int | None,
+                     segment_tokens: int) -> tuple[dict, pd.DataFrame]:
     model, cfg, data = load_run(run_dir)
     byte_lengths = token_byte_lengths(data.tokenizer)
     probe = next(eval_batches(data.validation, min(4, cfg.batch_size), cfg.seq_len, 1))[0]
@@ -172,8 +197,4 @@ def evaluate_run(
         entry["causality_violation"] = causality_violation(model, probe, cfg.seq_len // 2)
         entry["batch_leak"] = batch_leak(model, probe) if probe.shape[0] > 1 else 0.0
         result["modes"][mode] = entry
-    if units_path is not None:
-        write_csv(pd.concat(tables, ignore_index=True)[UNITS_CSV_COLUMNS], units_path)
-    if out_path is not None:
-        write_text(json.dumps(result, indent=1), out_path)
-    return result
+    return result, pd.concat(tables, ignore_index=True)[UNITS_CSV_COLUMNS]

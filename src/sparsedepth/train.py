@@ -2,15 +2,18 @@
 
 Every run directory holds: config.json (resolved), metrics.jsonl, checkpoint/ (latest, for --resume),
 and on success model.safetensors + summary.json. A run that fails leaves no model.safetensors/summary.json,
-so a half-finished run can never pass for a finished one. The training FLOPs spent (analytic, from each
-step's actual routing) are counted, checkpointed and logged with every validation loss, so learning curves
-can be compared at matched compute.
+so a half-finished run can never pass for a finished one. A run is a transaction (`rundir`): it holds the
+directory's lock, and validates data, model and checkpoint before it replaces anything already there; a
+non-finite loss, gradient, weight or validation loss at any step fails it. The training FLOPs spent
+(analytic, from each step's actual routing) are counted, checkpointed and logged with every validation
+loss, so learning curves can be compared at matched compute.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import shutil
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -19,16 +22,25 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
-from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_weights
+from .atomic import fault_point, write_text
+from .checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    read_info,
+    recover_checkpoint,
+    save_checkpoint,
+    save_weights,
+)
 from .config import ConfigError, ModelConfig, ModelShape, from_dict, to_dict
 from .data import TokenData, eval_batches, prepare, sample_batch
 from .flops import train_flops_per_step, train_step_flops
 from .model import SparseDepthModel, build_model
 from .routing import ROUTERS
+from .rundir import RunDirError, changed_fields, metrics_upto, note, run_lock, saved_config
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite."""
+    """The loss, a gradient, a weight or the validation loss became NaN or infinite."""
 
 
 @dataclass
@@ -114,7 +126,26 @@ def validation_loss(model: SparseDepthModel, tokens, cfg: TrainConfig, device: s
         total += out.loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)
+    if not math.isfinite(total / count):
+        raise TrainingDiverged(f"validation loss is {total / count}: the model diverged")
     return total / count
+
+
+def _check_update(model: SparseDepthModel, opt: torch.optim.Optimizer, cfg: TrainConfig, step: int) -> None:
+    """Clip and apply the gradients, failing on a non-finite gradient or weight: a divergence on the last
+    update would otherwise reach model.safetensors and summary.json as a finished run."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    if cfg.grad_clip > 0:
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+    else:
+        norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(p.grad) for p in params]))
+    if not torch.isfinite(norm):
+        raise TrainingDiverged(f"gradient norm is {norm.item()} at step {step} (lr {lr_at(step, cfg):.2e}); "
+                               "lower the learning rate or check the data")
+    opt.step()
+    if not torch.stack([torch.isfinite(p).all() for p in params]).all():
+        raise TrainingDiverged(f"weights became non-finite at step {step} (lr {lr_at(step, cfg):.2e}); "
+                               "lower the learning rate")
 
 
 def git_sha() -> str:
@@ -135,43 +166,84 @@ def _append(path: Path, record: dict) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _truncate_metrics(path: Path, last_step: int) -> None:
-    """On resume, drop records written after the checkpoint so metrics.jsonl stays one consistent run."""
-    if path.exists():
-        keep = [line for line in path.read_text().splitlines() if json.loads(line)["step"] <= last_step]
-        path.write_text("".join(line + "\n" for line in keep))
-
-
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True) -> dict:
-    """Train one run into `out_dir`; returns the summary. `stop_after` ends early after checkpointing
-    (what a killed job leaves behind), so resume can be tested."""
+          progress: bool = True, auto_resume: bool = False) -> dict:
+    """Train one run into `out_dir` under its lock; returns the summary. `resume`: continue its checkpoint
+    or fail; `auto_resume`: continue it when it is of this run, else start afresh (saying which, on
+    stderr). `stop_after` ends early after checkpointing (what a killed job leaves behind), so resume can
+    be tested."""
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for stale in ("model.safetensors", "summary.json"):
-        (out / stale).unlink(missing_ok=True)
+    with run_lock(out, "train", create=True):
+        try:
+            return _train_locked(cfg, out, resume, auto_resume, stop_after, progress)
+        except OSError as e:  # e.g. disk full: one line, and the run stays unfinished
+            raise RunDirError(f"training {out} failed: {e}") from None
+
+
+def _should_resume(out: Path, cfg: TrainConfig, resume: bool, auto_resume: bool) -> bool:
+    """Whether to continue `out`'s checkpoint: refuse (--resume) or skip (--auto-resume, with a note) a
+    checkpoint of another run; the fields that define a run are `rundir.changed_fields`'."""
+    checkpoint = out / "checkpoint"
+    if not checkpoint.exists():
+        if resume:
+            raise CheckpointError(f"--resume given but {checkpoint} does not exist")
+        if auto_resume:
+            note(f"auto-resume: no checkpoint in {out}: training from step 0")
+        return False
+    if not (resume or auto_resume):
+        return False
+    try:
+        info = read_info(checkpoint)
+    except CheckpointError as e:
+        raise CheckpointError(f"{e} (delete {checkpoint} to train afresh)") from None
+    saved = info.get("config") or saved_config(out)  # checkpoints before 'config' was kept: config.json
+    changed = changed_fields(saved, to_dict(cfg)) if saved else []
+    if changed and resume:
+        raise ConfigError(f"--resume refuses to change what defines the run in {out}: {'; '.join(changed)} "
+                          "(use another --out, or train without --resume to start afresh)")
+    if changed:
+        note(f"auto-resume: the checkpoint in {out} is of another config ({'; '.join(changed)}): "
+             "training afresh from step 0")
+        return False
+    if auto_resume:
+        note(f"auto-resume: resuming {out} from step {info['step']} of {cfg.steps}")
+    return True
+
+
+def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, stop_after: int | None,
+                  progress: bool) -> dict:
+    """Validate everything (data, model, checkpoint, metrics) before replacing anything, then train."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     device = cfg.device
+    recovered = recover_checkpoint(out / "checkpoint")
+    if recovered:
+        note(recovered)
+    for leftover in out.glob("*.tmp"):  # half-written files of a killed job (never read)
+        leftover.unlink()
+    resume = _should_resume(out, cfg, resume, auto_resume)
     data = load_data(cfg)
     model = make_model(cfg, data.vocab_size).to(device)
     opt = make_optimizer(model, cfg)
     data_rng = torch.Generator().manual_seed(cfg.seed)
-    (out / "config.json").write_text(json.dumps(to_dict(cfg), indent=1))
     metrics = out / "metrics.jsonl"
-    start, spent = 0, 0.0  # spent: training FLOPs so far
-    if resume and (out / "checkpoint").exists():
+    start, spent, kept = 0, 0.0, []  # spent: training FLOPs so far; kept: metrics lines up to the checkpoint
+    if resume:
         info = load_checkpoint(out / "checkpoint", model, opt, data_rng)
         start = info["step"]
         spent = info.get("train_flops")
         if spent is None:  # a checkpoint from before the counter: assume the steps so far cost the plan
             spent = start * train_flops_per_step(cfg, data.vocab_size)
-        _truncate_metrics(metrics, start)
-    elif resume:
-        raise CheckpointError(f"--resume given but {out / 'checkpoint'} does not exist")
-    else:
-        metrics.unlink(missing_ok=True)
+        kept = metrics_upto(metrics, start)
+    # Validated: only now does this run replace what the directory held (a finished run's outputs go first).
+    for stale in ("summary.json", "model.safetensors"):
+        (out / stale).unlink(missing_ok=True)
+    if not resume:
+        shutil.rmtree(out / "checkpoint", ignore_errors=True)
+    write_text(json.dumps(to_dict(cfg), indent=1), out / "config.json")
+    write_text("".join(line + "\n" for line in kept), metrics)
+    fault_point("train:committed")
 
     model.train()
     tokens_per_step = cfg.batch_size * cfg.seq_len
@@ -192,9 +264,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
                                    "lower the learning rate or check the data")
         opt.zero_grad(set_to_none=True)
         total.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        _check_update(model, opt, cfg, step)
         done = step + 1
         logged = done % cfg.log_every == 0 or done == cfg.steps
         if logged:
@@ -212,7 +282,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
             _append(metrics, {"step": done, "val_loss": validation_loss(model, data.validation, cfg, device),
                               "train_flops": spent})
         if done % cfg.checkpoint_every == 0 or done == stop_after:
-            save_checkpoint(out / "checkpoint", model, opt, data_rng, {"step": done, "train_flops": spent})
+            save_checkpoint(out / "checkpoint", model, opt, data_rng,
+                            {"step": done, "train_flops": spent, "config": to_dict(cfg)})
         if done == stop_after and done < cfg.steps:
             return {"stopped_at": done}
         if logged:
@@ -236,5 +307,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
     }
     model.router.set_progress(1.0)
     save_weights(model, out / "model.safetensors")
-    (out / "summary.json").write_text(json.dumps(summary, indent=1))
+    fault_point("train:before_summary")
+    write_text(json.dumps(summary, indent=1), out / "summary.json")  # last: it marks the run finished
     return summary

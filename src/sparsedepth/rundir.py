@@ -1,0 +1,164 @@
+"""Run directories as transactions: one exclusive lock per directory, and the config checks of a resume.
+
+Two `train` processes on one directory (or `evaluate`/`hf export` of a run still training) would mix
+weights, config and metrics of different runs and still exit 0. Every command that writes into a run
+directory therefore holds `run_lock(dir, purpose)`: an `fcntl.flock` on `dir/.lock`, which names its
+holder (purpose, pid, host, start time). The kernel drops the lock when its holder dies, even by kill -9,
+so a lock file left behind is stale by construction: the next holder takes it over and says so.
+
+Resume rules: a checkpoint may only continue the run it belongs to, so a resume compares the fields
+that define a run (everything but `NOT_DEFINING`) and refuses, naming each one, when any differ.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from .checkpoint import CheckpointError
+
+LOCK_NAME = ".lock"
+
+# Where/how a run is computed, not what it computes: these may change between a run and its resume.
+NOT_DEFINING = frozenset({"data_dir", "threads", "device", "checkpoint_every"})
+
+
+class RunDirError(CheckpointError):
+    """A run directory cannot be used: locked, a corrupt file, or a failed write. (A CheckpointError, so
+    the command line reports it as one line, exit 1.)"""
+
+
+class RunLocked(RunDirError):
+    """Another process holds the run directory's lock."""
+
+
+def note(message: str) -> None:
+    """What train/evaluate decided on their own (auto-resume, recovery, a stale lock): one line on stderr."""
+    print(f"sparsedepth: {message}", file=sys.stderr, flush=True)
+
+
+def _holder(text: str) -> str:
+    try:
+        h = json.loads(text)
+        return f"{h['purpose']} (pid {h['pid']} on host {h['host']}, since {h['since']})"
+    except (ValueError, KeyError, TypeError):
+        return "another process"
+
+
+@contextmanager
+def run_lock(run_dir: str | Path, purpose: str, create: bool = False) -> Iterator[Path]:
+    """Hold `run_dir`'s exclusive lock for the `with` block, or raise RunLocked naming the holder at once
+    (never wait: a second trainer on one directory is a mistake to report, not to queue).
+
+    `create` makes the directory (train); otherwise a missing directory is a RunDirError. Public API for
+    every command that writes into or exports from a run directory (train, evaluate, hf export)."""
+    run_dir = Path(run_dir)
+    if not create and not run_dir.is_dir():
+        raise RunDirError(f"run directory {run_dir} does not exist")
+    path = run_dir / LOCK_NAME
+    while True:
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise RunDirError(f"cannot lock {run_dir}: {e}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held_by = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
+            os.close(fd)
+            raise RunLocked(f"{run_dir} is in use by {held_by}; wait for it to finish") from None
+        try:  # a releasing holder unlinks the file: if ours is no longer the one at `path`, start again
+            same = os.stat(path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
+    try:
+        left = os.pread(fd, 4096, 0).decode(errors="replace").strip()
+        if left:
+            note(f"{run_dir}: taking over the stale lock of {_holder(left)}, which ended without releasing")
+        me = {"purpose": purpose, "pid": os.getpid(), "host": socket.gethostname(),
+              "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+        except OSError as e:  # e.g. disk full: the lock is held all the same, but say why it cannot be named
+            raise RunDirError(f"cannot write {path}: {e}") from None
+        yield path
+    finally:
+        path.unlink(missing_ok=True)  # before unlocking, so a waiter never locks a file that is going away
+        os.close(fd)
+
+
+def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A JSON file of a run directory, or a one-line RunDirError saying it is damaged."""
+    try:
+        data = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise RunDirError(f"{path} is missing") from None
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{path} is corrupt ({what}): {e}") from None
+    if not isinstance(data, dict):
+        raise RunDirError(f"{path} is corrupt ({what}): not a JSON object")
+    return data
+
+
+def saved_config(run_dir: str | Path) -> dict[str, Any]:
+    """The config a run directory was trained with (what `train --resume` continues when given no
+    --config), or {} when it has none."""
+    path = Path(run_dir) / "config.json"
+    return read_json(path, "the run's config") if path.exists() else {}
+
+
+def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat = {}
+    for key, value in d.items():
+        if isinstance(value, dict) and key != "router_options":
+            flat.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def changed_fields(saved: dict[str, Any], given: dict[str, Any]) -> list[str]:
+    """`field (saved → given)` for every run-defining field that differs, dotted for nested ones."""
+    a, b = _flatten(saved), _flatten(given)
+    keys = sorted(k for k in a.keys() | b.keys() if k.split(".")[0] not in NOT_DEFINING)
+    return [f"{k} ({a.get(k)!r} → {b.get(k)!r})" for k in keys if a.get(k) != b.get(k)]
+
+
+def metrics_upto(path: Path, step: int) -> list[str]:
+    """The lines of metrics.jsonl up to `step` (a resume drops what was logged after its checkpoint).
+
+    A torn last line (a job killed mid-append) is dropped; any other unreadable line is a RunDirError,
+    raised before the resume replaces anything."""
+    if not path.exists():
+        return []
+    try:
+        *lines, torn = path.read_text().split("\n")  # torn: '' when the file ends with a newline
+    except (OSError, ValueError) as e:
+        raise RunDirError(f"{path} is unreadable: {e}") from None
+    kept = []
+    for number, line in enumerate(lines, 1):
+        try:
+            record_step = json.loads(line)["step"]
+            if not isinstance(record_step, int):
+                raise TypeError(f"step {record_step!r}")
+        except (ValueError, KeyError, TypeError) as e:
+            raise RunDirError(f"{path} line {number} is corrupt ({type(e).__name__}: {e}); the run's "
+                              "learning curve is lost: delete the run directory and train it again") from None
+        if record_step <= step:
+            kept.append(line)
+    if torn:
+        note(f"{path}: dropped a half-written last line (a job was killed while logging)")
+    return kept
