@@ -12,7 +12,7 @@ rule benchmark_grid:
         args=lambda w: bench_args("seed" if w.grid == "seed_grid" else "main"),
     threads: workflow.cores
     resources:
-        gpu=1,
+        **job_resources("benchmark_grid", gpu_token=1),
     log:
         "results/logs/benchmark/{grid}.log",
     conda:
@@ -27,6 +27,8 @@ rule merge_benchmarks:
         ["results/bench/main.csv"] + (["results/bench/seed_grid.csv"] if BENCH["seed_grid"] else []),
     output:
         "results/bench/bench.csv",
+    resources:
+        **job_resources("merge_benchmarks"),
     log:
         "results/logs/benchmark/merge.log",
     conda:

@@ -12,6 +12,8 @@ rule figure:
         inputs=input_flags,
         variants=",".join(config["figures"]["routing_map_variants"]),
         tokens=config["figures"]["tokens"],
+    resources:
+        **job_resources("figure"),
     log:
         "results/logs/figures/{name}.log",
     conda:
@@ -33,6 +35,8 @@ rule table:
         args=lambda w: {"bench_seed": "bench --grid seed"}.get(w.name, w.name),
         study=config["name"],
         inputs=input_flags,
+    resources:
+        **job_resources("table"),
     log:
         "results/logs/tables/{name}.log",
     conda:

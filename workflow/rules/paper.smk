@@ -6,6 +6,8 @@ rule paper:
         figures=expand("results/figures/{name}.pdf", name=FIGURES),
     output:
         "paper/main.pdf",
+    resources:
+        **job_resources("paper"),
     log:
         "results/logs/paper.log",
     conda:
