@@ -125,7 +125,11 @@ def mem_mb(study: dict, rule: str, key: RunKey | None = None) -> int:
         cfg = train_config(study, key)
         n = _params(cfg.model, cfg.vocab_size)
         tokens = cfg.batch_size * cfg.seq_len
-        activations = tokens * cfg.model.n_layers * cfg.model.d_model * 40 * 4 + tokens * cfg.vocab_size * 12
+        d, layers = cfg.model.d_model, cfg.model.n_layers
+        if rule == "train":  # every block's activations are kept for the backward pass
+            activations = tokens * layers * d * 40 * 4 + tokens * cfg.vocab_size * 12
+        else:  # forward only: one block's activations at a time, and the logits
+            activations = tokens * d * 40 * 4 + tokens * cfg.vocab_size * 8
         on_gpu = rule == "train" and cfg.device == "cuda"
         state = 16 * n if rule == "train" else 8 * n  # weights, grads, Adam moments | weights + a copy
         need = state + (0 if on_gpu else activations)

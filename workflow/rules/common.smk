@@ -18,7 +18,7 @@ TABLES = ["hypotheses", "main", "equal_steps", "bench", "bench_seed", "numbers"]
 # an activated venv. A Snakemake from elsewhere (pipx, a conda env) leaves PATH as the user set it.
 _BIN = os.path.dirname(sys.executable)
 if importlib.util.find_spec("torch") and os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
-    os.environ["PATH"] = _BIN + os.pathsep + os.environ.get("PATH", "")
+    os.environ.update(PATH=_BIN + os.pathsep + os.environ.get("PATH", ""))
 
 
 def data_dir(dataset):
@@ -106,22 +106,22 @@ def bench_args(grid_name):
 
 
 # --- resources ---
-def job_resources(rule, gpu_token=0):
-    """A rule's `resources:`, sized from the grid by sparsedepth.slurm: wall time (doubled per retry) and
+def job_resources(name, gpu_token=0):
+    """Rule `name`'s `resources:`, sized from the grid by sparsedepth.slurm: wall time (doubled per retry) and
     memory; on a `device: cuda` grid a GPU as GRES (`gres`); account and partition from SPARSEDEPTH_SLURM_*
     in the environment. Local runs ignore all of these but `gpu`: a token that profiles/default caps at one
     so that one benchmark at a time holds the GPU. The token is 0 under any other executor (decided when
     the job runs: the executor is not known while the workflow is parsed), so the cap, which Snakemake also
     applies to cluster runs (profiles/default is the workflow profile), never serialises cluster jobs."""
-    resources = slurm.site(slurm.gpus(config, rule))
+    resources = slurm.site(slurm.gpus(config, name))
     if gpu_token:
         resources["gpu"] = lambda w: gpu_token if workflow.local_exec else 0
-    if rule in ("train", "evaluate"):
-        resources["runtime"] = lambda w, attempt: slurm.runtime(config, rule, run_key(w), attempt)
-        resources["mem_mb"] = lambda w: slurm.mem_mb(config, rule, run_key(w))
+    if name in ("train", "evaluate"):
+        resources["runtime"] = lambda w, attempt: slurm.runtime(config, name, run_key(w), attempt)
+        resources["mem_mb"] = lambda w: slurm.mem_mb(config, name, run_key(w))
     else:
-        resources["runtime"] = lambda w, attempt: slurm.runtime(config, rule, attempt=attempt)
-        resources["mem_mb"] = slurm.mem_mb(config, rule)
-    if rule == "benchmark_grid":  # its threads are the submitting host's cores; ask for what it times with
+        resources["runtime"] = lambda w, attempt: slurm.runtime(config, name, attempt=attempt)
+        resources["mem_mb"] = slurm.mem_mb(config, name)
+    if name == "benchmark_grid":  # its threads are the submitting host's cores; ask for what it times with
         resources["cpus_per_task"] = BENCH["threads"] or 8
     return resources
