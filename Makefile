@@ -3,11 +3,12 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTHON ?= python3
 JOBS ?= 2
+SLURM_SETUP ?= ../shared/slurm/single-node.sh
 LATEX_PACKAGES := latexmk texlive-latex-recommended texlive-latex-extra texlive-fonts-recommended
 # Workflow jobs call `python -m sparsedepth ...`: that must be this venv's python.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv latex test lint reproduce smoke benchmark clean-results
+.PHONY: venv latex test lint reproduce smoke benchmark cluster-test clean-results
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,6 +33,19 @@ lint: venv
 test: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n $(JOBS) -q
+
+# The smoke grid through `--profile profiles/slurm` on a real Slurm, its runs.csv compared with a local run.
+# As root (or with passwordless sudo) it first stands up a one-node cluster with $(SLURM_SETUP) (idempotent;
+# SLURM_ACCOUNTING=1 adds slurmdbd) and stops it again afterwards if it was not running before; otherwise
+# it uses the Slurm that answers `sinfo`. Fails, rather than skips, when there is none.
+cluster-test: venv
+	@up=0; sinfo -h -o %t 2>/dev/null | grep -qE 'idle|mix|alloc' && up=1; \
+	if [ "$$(id -u)" = 0 ]; then $(SLURM_SETUP) || exit 1; \
+	elif sudo -n true 2>/dev/null; then sudo $(SLURM_SETUP) || exit 1; \
+	elif [ $$up = 0 ]; then echo "cluster-test: no Slurm answers and no root to start $(SLURM_SETUP)"; exit 1; fi; \
+	SPARSEDEPTH_REQUIRE_SLURM=1 $(PY) -m pytest -p no:cacheprovider -q -s -rs -m slurm tests/study/test_slurm.py; \
+	rc=$$?; if [ $$up = 0 ]; then if [ "$$(id -u)" = 0 ]; then $(SLURM_SETUP) stop; \
+	else sudo -n $(SLURM_SETUP) stop; fi; fi; exit $$rc
 
 reproduce: venv latex
 	$(VENV)/bin/snakemake --profile profiles/default --cores all

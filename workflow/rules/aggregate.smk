@@ -7,6 +7,8 @@ rule aggregate:
         curves="results/curves.csv",
     params:
         runs=lambda w, input: [os.path.dirname(p) for p in input],
+    resources:
+        **job_resources("aggregate"),
     log:
         "results/logs/aggregate.log",
     conda:
@@ -30,6 +32,8 @@ rule stats:
         unit=config["stats"]["unit"],
         alpha=config["stats"]["alpha"],
         baseline=config["baseline"],
+    resources:
+        **job_resources("stats"),
     log:
         "results/logs/stats.log",
     conda:

@@ -12,7 +12,7 @@ rule benchmark_grid:
         args=lambda w: bench_args("origin" if w.grid == "origin_grid" else "main"),
     threads: workflow.cores
     resources:
-        gpu=1,
+        **job_resources("benchmark_grid", gpu_token=1),
     log:
         "results/logs/benchmark/{grid}.log",
     conda:
@@ -27,6 +27,8 @@ rule merge_benchmarks:
         ["results/bench/main.csv"] + (["results/bench/origin_grid.csv"] if BENCH["origin_grid"] else []),
     output:
         "results/bench/bench.csv",
+    resources:
+        **job_resources("merge_benchmarks"),
     log:
         "results/logs/benchmark/merge.log",
     conda:

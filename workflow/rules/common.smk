@@ -1,8 +1,11 @@
 # Helpers shared by the rules: paths of the grid's runs, of the final outputs, and what each command reads.
+import importlib.util
 import json
 import os
 import shlex
+import sys
 
+from sparsedepth.study import slurm
 from sparsedepth.study.layout import RUN_TEMPLATE, RunKey, run_dir, run_dir_pattern
 from sparsedepth.study.paper import paper_inputs
 
@@ -14,6 +17,14 @@ PAPER = "paper/main.tex"
 def q(value):
     """A config value as one shell word: study configs are data, never shell (issue 13)."""
     return shlex.quote(str(value))
+
+
+# Rules run `python -m sparsedepth ...`. When the interpreter running Snakemake is the project's environment
+# (it has torch), it goes first on PATH: local jobs and Slurm jobs (sbatch --export=ALL) then use it without
+# an activated venv. A Snakemake from elsewhere (pipx, a conda env) leaves PATH as the user set it.
+_BIN = os.path.dirname(sys.executable)
+if importlib.util.find_spec("torch") and os.environ.get("PATH", "").split(os.pathsep)[0] != _BIN:
+    os.environ.update(PATH=_BIN + os.pathsep + os.environ.get("PATH", ""))
 
 
 def data_dir(dataset):
@@ -106,3 +117,25 @@ def bench_args(grid_name):
             f"--seq {csv_list(BENCH['seq'])} --d-model {q(BENCH['d_model'])} --n-layers {q(BENCH['n_layers'])} "
             f"--n-heads {q(BENCH['n_heads'])} --decode-prompt {csv_list(BENCH['decode_prompt'])} "
             f"--decode-new {csv_list(BENCH['decode_new'])} --decode-batch {csv_list(BENCH['decode_batch'])}")
+
+
+# --- resources ---
+def job_resources(name, gpu_token=0):
+    """Rule `name`'s `resources:`, sized from the grid by sparsedepth.study.slurm: wall time (doubled per retry) and
+    memory; on a `device: cuda` grid a GPU as GRES (`gres`); account and partition from SPARSEDEPTH_SLURM_*
+    in the environment. Local runs ignore all of these but `gpu`: a token that profiles/default caps at one
+    so that one benchmark at a time holds the GPU. The token is 0 under any other executor (decided when
+    the job runs: the executor is not known while the workflow is parsed), so the cap, which Snakemake also
+    applies to cluster runs (profiles/default is the workflow profile), never serialises cluster jobs."""
+    resources = slurm.site(slurm.gpus(config, name))
+    if gpu_token:
+        resources["gpu"] = lambda w: gpu_token if workflow.local_exec else 0
+    if name in ("train", "evaluate"):
+        resources["runtime"] = lambda w, attempt: slurm.runtime(config, name, run_key(w), attempt)
+        resources["mem_mb"] = lambda w: slurm.mem_mb(config, name, run_key(w))
+    else:
+        resources["runtime"] = lambda w, attempt: slurm.runtime(config, name, attempt=attempt)
+        resources["mem_mb"] = slurm.mem_mb(config, name)
+    if name == "benchmark_grid":  # its threads are the submitting host's cores; ask for what it times with
+        resources["cpus_per_task"] = BENCH["threads"] or 8
+    return resources

@@ -8,6 +8,8 @@ rule prepare_data:
             f"--data-path {q(config['data_paths'][w.dataset])}" if w.dataset in config["data_paths"] else ""
         ),
         vocab=config["vocab_size"],
+    resources:
+        **job_resources("prepare_data"),
     log:
         "results/logs/prepare_data/{dataset}.log",
     conda:

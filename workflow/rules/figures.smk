@@ -15,6 +15,8 @@ rule figure:
         variants=",".join(config["figures"]["routing_map_variants"]),
         tokens=config["figures"]["tokens"],
         baseline=config["baseline"],
+    resources:
+        **job_resources("figure"),
     log:
         "results/logs/figures/{name}.log",
     conda:
@@ -37,6 +39,8 @@ rule table:
         study=config["name"],
         baseline=config["baseline"],
         inputs=input_flags,
+    resources:
+        **job_resources("table"),
     log:
         "results/logs/tables/{name}.log",
     conda:

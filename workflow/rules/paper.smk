@@ -4,6 +4,8 @@ rule paper:
         paper_sources,
     output:
         report("paper/main.pdf", caption="../report/paper.rst", category="Paper"),
+    resources:
+        **job_resources("paper"),
     log:
         "results/logs/paper.log",
     conda:

@@ -9,6 +9,8 @@ rule train:
         out=lambda w, output: os.path.dirname(output.summary),
         config=lambda w: grid.config_json(config, run_key(w)),
     threads: max(1, config["threads"])
+    resources:
+        **job_resources("train"),
     log:
         f"results/logs/train/{RUN_TEMPLATE}.log",
     conda:
@@ -32,6 +34,8 @@ rule evaluate:
         limit=evaluate_limit(),
         segment=config["evaluate"]["segment_tokens"],
     threads: max(1, config["threads"])
+    resources:
+        **job_resources("evaluate"),
     log:
         f"results/logs/evaluate/{RUN_TEMPLATE}.log",
     conda:

@@ -1,0 +1,137 @@
+"""The Slurm profile and the resources the rules ask a cluster for (sparsedepth.study.slurm); then,
+where a Slurm cluster answers, the smoke grid through `--profile profiles/slurm` end to end, whose runs.csv
+must equal a local run of the same grid (`make cluster-test` stands up a one-node cluster first)."""
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from sparsedepth.study import slurm
+from sparsedepth.study.grid import load_study, run_keys
+
+REPO = Path(__file__).resolve().parents[2]
+PROFILE = REPO / "profiles" / "slurm" / "config.yaml"
+TIMING_COLUMNS = ["train_tokens_per_s"]  # wall-clock dependent; everything else is deterministic
+TIMINGS = os.environ.get("SPARSEDEPTH_CLUSTER_TEST_TIMINGS")  # where `make cluster-test` wants the wall times
+
+
+def workflow_rules() -> set[str]:
+    files = [REPO / "Snakefile", *sorted((REPO / "workflow" / "rules").glob("*.smk"))]
+    return {m for f in files for m in re.findall(r"^rule (\w+):", f.read_text(), flags=re.M)}
+
+
+def test_profile_keys_name_rules_of_the_workflow():
+    profile = yaml.safe_load(PROFILE.read_text())
+    rules = workflow_rules()
+    assert {"train", "evaluate", "benchmark_grid", "prepare_data"} <= rules
+    for key in ("set-resources", "set-threads"):
+        unknown = set(profile.get(key) or {}) - rules
+        assert not unknown, f"profiles/slurm {key}: {sorted(unknown)} name no rule (rules: {sorted(rules)})"
+    assert profile["executor"] == "slurm"
+    assert profile["slurm-status-command"] == "squeue"  # works with and without accounting
+    for name, value in (profile.get("default-resources") or {}).items():
+        assert value not in ("", None), f"default-resources.{name} is empty: sbatch would get an empty flag"
+        assert name != "gres", "a default GPU request would reach every job, CPU-only grids included"
+
+
+@pytest.mark.parametrize("config, train_gpu, bench_gpu", [
+    ("smoke.yaml", False, False), ("config.yaml", False, False), ("paper.yaml", True, True)])
+def test_gpus_follow_the_grids_device(config, train_gpu, bench_gpu):
+    study = load_study(REPO / "config" / config)
+    assert slurm.gpus(study, "train") == int(train_gpu)
+    assert slurm.gpus(study, "benchmark_grid") == int(bench_gpu)
+    for rule in ("evaluate", "prepare_data", "aggregate", "stats", "figure", "table", "paper"):
+        assert slurm.gpus(study, rule) == 0, rule
+    assert ("gres" in slurm.site(slurm.gpus(study, "train"), env={})) == train_gpu
+
+
+def test_runtime_and_memory_are_sized_from_the_grid():
+    smoke, paper = (load_study(REPO / "config" / name) for name in ("smoke.yaml", "paper.yaml"))
+    small, big = run_keys(smoke)[0], run_keys(paper)[-1]
+    for rule in ("train", "evaluate"):
+        assert 0 < slurm.runtime(smoke, rule, small) < slurm.runtime(paper, rule, big)
+        assert 1000 <= slurm.mem_mb(smoke, rule, small) <= slurm.mem_mb(paper, rule, big)
+    assert slurm.runtime(smoke, "train", small) <= 30  # a smoke job fits any debug partition
+    assert slurm.runtime(paper, "train", big, attempt=2) == 2 * slurm.runtime(paper, "train", big)
+    assert slurm.runtime(paper, "train", big, env={"SPARSEDEPTH_SLURM_MAX_RUNTIME": "2880"}) <= 2880
+    for rule in ("prepare_data", "benchmark_grid", "merge_benchmarks", "aggregate", "stats", "figure",
+                 "table", "paper"):
+        assert slurm.runtime(smoke, rule) > 0 and slurm.mem_mb(smoke, rule) > 0, rule
+
+
+def test_site_settings_come_from_the_environment():
+    assert slurm.site(0, env={}) == {}
+    env = {"SPARSEDEPTH_SLURM_ACCOUNT": "proj", "SPARSEDEPTH_SLURM_PARTITION": "cpu"}
+    assert slurm.site(0, env) == {"slurm_account": "proj", "slurm_partition": "cpu"}
+    assert slurm.site(1, env) == {"slurm_account": "proj", "slurm_partition": "cpu", "gres": "gpu:1"}
+    env |= {"SPARSEDEPTH_SLURM_GPU_PARTITION": "gpu", "SPARSEDEPTH_SLURM_GPU_GRES": "gpu:a100"}
+    assert slurm.site(1, env) == {"slurm_account": "proj", "slurm_partition": "gpu", "gres": "gpu:a100:1"}
+    assert slurm.site(0, env)["slurm_partition"] == "cpu"
+
+
+def slurm_unavailable() -> str | None:
+    """Why the end-to-end test cannot run here, or None."""
+    if shutil.which("sinfo") is None:
+        return ("no Slurm here (`sinfo` not found); `make cluster-test` stands up a one-node cluster as root "
+                "(../shared/slurm/single-node.sh)")
+    try:
+        out = subprocess.run(["sinfo", "-h", "-o", "%t"], capture_output=True, text=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "Slurm installed but `sinfo` does not answer (controller down?)"
+    states = out.stdout.split()
+    if out.returncode != 0 or not any(s.rstrip("*") in ("idle", "mix", "alloc") for s in states):
+        return (f"Slurm installed but no usable node (`sinfo`: {(out.stdout + out.stderr).strip()[:200]!r}); "
+                "start the daemons: `make cluster-test` or ../shared/slurm/single-node.sh")
+    return None
+
+
+def run_smoke(workdir: Path, *args: str, timeout: float) -> float:
+    """The smoke grid (without the PDF) in `workdir`; returns its wall time in seconds."""
+    shutil.copytree(REPO / "paper", workdir / "paper", ignore=shutil.ignore_patterns("*.pdf", "*.aux"))
+    (workdir / "no_paper.yaml").write_text("paper: false\n")
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"), *args,
+         "--configfile", str(REPO / "config" / "smoke.yaml"), str(workdir / "no_paper.yaml"),
+         "--directory", str(workdir)],
+        cwd=workdir, capture_output=True, text=True, timeout=timeout, env=env)
+    seconds = time.perf_counter() - start
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-6000:]
+    return seconds
+
+
+@pytest.mark.slurm
+@pytest.mark.slow
+def test_smoke_grid_through_slurm_equals_a_local_run(tmp_path):
+    reason = slurm_unavailable()
+    if reason and os.environ.get("SPARSEDEPTH_REQUIRE_SLURM"):
+        pytest.fail(reason)
+    if reason:
+        pytest.skip(reason)
+    local = run_smoke(tmp_path / "local", "--cores", "2", "--resources", "gpu=1", timeout=900)
+    # The profile as shipped; only the first status check comes sooner than its 40 s, to save test time.
+    cluster = run_smoke(tmp_path / "slurm", "--profile", str(REPO / "profiles" / "slurm"),
+                        "--slurm-init-seconds-before-status-checks", "5", timeout=1500)
+    line = f"smoke grid wall time: local {local:.0f} s, through Slurm {cluster:.0f} s"
+    print(line)
+    if TIMINGS:
+        Path(TIMINGS).write_text(line + "\n")
+
+    def runs(where: str) -> pd.DataFrame:
+        df = pd.read_csv(tmp_path / where / "results" / "runs.csv").drop(columns=TIMING_COLUMNS)
+        return df.sort_values(["model", "dataset", "variant", "mode", "seed"]).reset_index(drop=True)
+
+    expected, got = runs("local"), runs("slurm")
+    assert len(got) == len(expected) > 0
+    pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9, atol=0)
+    assert (tmp_path / "slurm" / "results" / "stats.csv").exists()
+    assert (tmp_path / "slurm" / "results" / "bench" / "bench.csv").exists()
