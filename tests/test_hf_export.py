@@ -15,9 +15,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sparsedepth import hf_export
 from sparsedepth.data import tinyshakespeare_path
 from sparsedepth.evaluate import load_run
-from sparsedepth.hf_export import AUTO_MAP, TOKENIZER_CLASS, export_run
+from sparsedepth.hf_export import AUTO_MAP, TOKENIZER_CLASS, export_run, main
+from sparsedepth.rundir import run_lock
 from sparsedepth.train import TrainConfig, train
 
 ALLOWED_IMPORTS = {"torch", "transformers", "jsonschema", "yaml"}  # + stdlib; transformers needs yaml
@@ -190,3 +192,36 @@ def test_model_card_reports_the_runs_evaluation(exported, tmp_path):
     card = model_card(tmp_path, from_run(run_dir), routing, ["modeling_sparsedepth.py"], "0.0 (test)")
     assert "| causal | validation | 4.25 | 70.11 | 1.875 | 3.5 |" in card and "| causal | test |" in card
     assert "2.500 of 4 blocks per token" in card and "| 1 | 0.5 |" in card
+
+
+def test_export_refuses_an_output_inside_a_run_directory(exported):
+    run, _ = exported
+    before = {p.name: p.stat().st_mtime_ns for p in run.iterdir()}
+    assert main(["export", "--run", str(run), "--out", str(run)]) == 2
+    assert main(["export", "--run", str(run), "--out", str(run / "hf")]) == 2
+    assert {p.name: p.stat().st_mtime_ns for p in run.iterdir()} == before
+
+
+def test_export_refuses_a_locked_run_in_one_line(exported, tmp_path, capsys):
+    run, _ = exported
+    with run_lock(run, "train"):
+        assert main(["export", "--run", str(run), "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "in use by" in err and not (tmp_path / "x").exists()
+
+
+def test_a_failed_export_leaves_nothing_and_a_new_one_replaces_the_old(exported, tmp_path, monkeypatch):
+    run, _ = exported
+    out = tmp_path / "exp"
+    export_run(run, out)
+    (out / "stale.txt").write_text("from an older export")
+
+    def disk_full(*args):
+        raise OSError(28, "No space left on device")
+
+    with monkeypatch.context() as m:
+        m.setattr(hf_export, "export_code", disk_full)
+        assert main(["export", "--run", str(run), "--out", str(out)]) == 2
+    assert (out / "stale.txt").exists() and sorted(p.name for p in tmp_path.iterdir()) == ["exp"]
+    export_run(run, out)
+    assert not (out / "stale.txt").exists() and (out / "model.safetensors").is_file()

@@ -16,6 +16,8 @@ from __future__ import annotations
 import argparse
 import ast
 import json
+import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -31,6 +33,7 @@ from .config import ConfigError
 from .data import DataError, TokenData, eval_batches
 from .hf import SparseDepthConfig, SparseDepthForCausalLM
 from .model_card import model_card
+from .rundir import run_lock
 
 __all__ = ["AUTO_MAP", "export_code", "export_run", "from_run", "hf_tokenizer", "main", "model_card"]
 
@@ -162,11 +165,44 @@ def _routing_stats(model: SparseDepthForCausalLM, data: TokenData, batches: int 
             "fraction_run_per_block": [round(v, 4) for v in routing.mean(0).tolist()]}
 
 
+def _inside_a_run(out: Path) -> Path | None:
+    """The run directory `out` would land in (a run's own files must never be overwritten by an export)."""
+    for d in (out, *out.parents):
+        if (d / "config.json").is_file() and ((d / "metrics.jsonl").exists() or (d / "checkpoint").exists()):
+            return d
+    return None
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write a run as a self-contained HF model directory: config (with `auto_map`), modeling code,
-    safetensors weights, tokenizer (with a pad token), generation config and model card."""
-    model, data = _load(run_dir)
-    out = Path(out_dir)
+    safetensors weights, tokenizer (with a pad token), generation config and model card.
+
+    The run is locked while it is read; the directory is written beside `out` and renamed into place, so a
+    failure (disk full) leaves no partial export, and an output inside a run directory is refused."""
+    out = Path(out_dir).resolve()
+    run = _inside_a_run(out)
+    if run is not None:
+        raise CheckpointError(f"--out {out_dir} is inside the run directory {run}: export elsewhere")
+    with run_lock(run_dir, "export"):
+        model, data = _load(run_dir)
+        tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+        try:
+            _write_export(model, data, Path(run_dir), tmp)
+            if out.exists():  # a previous export: replaced whole, never merged with stale files
+                old = out.with_name(f".{out.name}.old-{os.getpid()}")
+                out.rename(old)
+                tmp.rename(out)
+                shutil.rmtree(old)
+            else:
+                tmp.rename(out)
+        except OSError as e:
+            raise CheckpointError(f"cannot write the export {out_dir}: {e.strerror or e}") from None
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return Path(out_dir)
+
+
+def _write_export(model: SparseDepthForCausalLM, data: TokenData, run_dir: Path, out: Path) -> None:
     model.config.auto_map = dict(AUTO_MAP)
     model.save_pretrained(out)
     hf_tokenizer(data.tokenizer, data.eot_id, model.config.max_seq_len).save_pretrained(out)
@@ -174,9 +210,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     settings.write_text(json.dumps(json.loads(settings.read_text()) | {"tokenizer_class": TOKENIZER_CLASS},
                                    indent=2) + "\n")
     code = export_code(out)
-    (out / "README.md").write_text(model_card(Path(run_dir), model, _routing_stats(model, data), code,
+    (out / "README.md").write_text(model_card(run_dir, model, _routing_stats(model, data), code,
                                               f"{__version__} (commit {_commit()})"))
-    return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
