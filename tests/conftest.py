@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -18,3 +20,23 @@ def make(router: str, cfg: ModelConfig, capacity: float = 0.5, seed: int = 0, **
 
 def tokens(cfg: ModelConfig, batch: int = 3, length: int = 48, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, cfg.vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))
+
+
+def tiny_shakespeare_run(root: Path) -> Path:
+    """A real (tiny) trained MoD run on a slice of Tiny Shakespeare, in `root/run` (HF wrapper and export)."""
+    from sparsedepth.data import tinyshakespeare_path
+    from sparsedepth.train import TrainConfig, train
+
+    source = tinyshakespeare_path()
+    if not source.is_file():
+        pytest.skip(f"Tiny Shakespeare not found at {source}")
+    (root / "slice.txt").write_text(source.read_text()[:60_000])
+    cfg = TrainConfig.from_dict({
+        "dataset": "tinyshakespeare", "data_path": str(root / "slice.txt"), "data_dir": str(root / "data"),
+        "vocab_size": 300, "router": "mod", "capacity": 0.5, "router_options": {"causal": "predictor"},
+        "steps": 6, "batch_size": 4, "seq_len": 32, "warmup_steps": 1, "eval_every": 6, "eval_batches": 1,
+        "checkpoint_every": 6, "threads": 1,
+        "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "max_seq_len": 64},
+    })
+    train(cfg, root / "run", progress=False)
+    return root / "run"

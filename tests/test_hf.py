@@ -7,12 +7,12 @@ import sys
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tokens
+from conftest import tiny_shakespeare_run, tokens
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from sparsedepth import ROUTERS
 from sparsedepth.checkpoint import CheckpointError
-from sparsedepth.data import EOT, tinyshakespeare_path, train_tokenizer
+from sparsedepth.data import EOT, train_tokenizer
 from sparsedepth.evaluate import load_run
 from sparsedepth.generate import generate
 from sparsedepth.hf import (
@@ -23,7 +23,6 @@ from sparsedepth.hf import (
     hf_tokenizer,
     main,
 )
-from sparsedepth.train import TrainConfig, train
 
 # every router, plus MoD with its predictor rule and in its non-causal top-k mode (options must survive)
 CASES = {name: {} for name in ROUTERS} | {
@@ -141,21 +140,7 @@ def test_tokenizer_round_trips_through_auto_tokenizer(tmp_path):
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A real (tiny) trained run on a slice of Tiny Shakespeare."""
-    source = tinyshakespeare_path()
-    if not source.is_file():
-        pytest.skip(f"Tiny Shakespeare not found at {source}")
-    root = tmp_path_factory.mktemp("hf_run")
-    (root / "slice.txt").write_text(source.read_text()[:60_000])
-    cfg = TrainConfig.from_dict({
-        "dataset": "tinyshakespeare", "data_path": str(root / "slice.txt"), "data_dir": str(root / "data"),
-        "vocab_size": 300, "router": "mod", "capacity": 0.5, "router_options": {"causal": "predictor"},
-        "steps": 6, "batch_size": 4, "seq_len": 32, "warmup_steps": 1, "eval_every": 6, "eval_batches": 1,
-        "checkpoint_every": 6, "threads": 1,
-        "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "max_seq_len": 64},
-    })
-    train(cfg, root / "run", progress=False)
-    return root / "run"
+    return tiny_shakespeare_run(tmp_path_factory.mktemp("hf_run"))
 
 
 def test_export_of_a_trained_run_loads_with_auto_classes(run_dir, tmp_path, capsys):

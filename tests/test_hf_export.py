@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import tiny_shakespeare_run
 
 from sparsedepth import hf_export
 from sparsedepth.data import tinyshakespeare_path
 from sparsedepth.evaluate import load_run
 from sparsedepth.hf_export import AUTO_MAP, TOKENIZER_CLASS, export_run, main
 from sparsedepth.rundir import run_lock
-from sparsedepth.train import TrainConfig, train
 
 ALLOWED_IMPORTS = {"torch", "transformers", "jsonschema", "yaml"}  # + stdlib; transformers needs yaml
 
@@ -28,20 +28,8 @@ ALLOWED_IMPORTS = {"torch", "transformers", "jsonschema", "yaml"}  # + stdlib; t
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A real (tiny) trained run on a slice of Tiny Shakespeare, and its export."""
-    source = tinyshakespeare_path()
-    if not source.is_file():
-        pytest.skip(f"Tiny Shakespeare not found at {source}")
     root = tmp_path_factory.mktemp("hf_export")
-    (root / "slice.txt").write_text(source.read_text()[:60_000])
-    cfg = TrainConfig.from_dict({
-        "dataset": "tinyshakespeare", "data_path": str(root / "slice.txt"), "data_dir": str(root / "data"),
-        "vocab_size": 300, "router": "mod", "capacity": 0.5, "router_options": {"causal": "predictor"},
-        "steps": 6, "batch_size": 4, "seq_len": 32, "warmup_steps": 1, "eval_every": 6, "eval_batches": 1,
-        "checkpoint_every": 6, "threads": 1,
-        "model": {"d_model": 32, "n_layers": 4, "n_heads": 4, "max_seq_len": 64},
-    })
-    train(cfg, root / "run", progress=False)
-    return root / "run", export_run(root / "run", root / "exported")
+    return tiny_shakespeare_run(root), export_run(root / "run", root / "exported")
 
 
 def fresh_env(tmp_path: Path) -> dict:

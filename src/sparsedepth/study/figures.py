@@ -18,7 +18,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from . import plots, probes
-from .results import ResultsError, load
+from .results import ResultsError, add_result_args, load
 
 EXIT_USER_ERROR = 2
 EXIT_RUNTIME_ERROR = 1
@@ -90,11 +90,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sparsedepth.study.figures",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("name", choices=sorted(FIGURES))
-    p.add_argument("--runs", help="(read only when given) tidy runs table; per-token figures load its runs")
-    p.add_argument("--bench", help="(read only when given) benchmark table")
-    p.add_argument("--curves", help="(read only when given) learning curves (study.aggregate --curves)")
-    p.add_argument("--baseline", required=True, help="the arm listed first, with the first colour (the grid "
-                   "config's `baseline:`)")
+    add_result_args(p, {"runs": "tidy runs table; per-token figures load its runs",
+                        "bench": "benchmark table", "curves": "learning curves (study.aggregate --curves)"},
+                    "the arm listed first, with the first colour")
     p.add_argument("--out", required=True, help="output PDF; a PNG is written next to it")
     p.add_argument("--model", help="model of the run cell (default: the cell with most variants)")
     p.add_argument("--dataset", help="dataset of the run cell (default: the cell with most variants)")

@@ -8,6 +8,7 @@ is an empty table, and the outputs then say the data is absent ("not measured"),
 
 from __future__ import annotations
 
+import argparse
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -97,3 +98,10 @@ def check_finite(table: pd.DataFrame, kind: str, source: str | Path) -> pd.DataF
 def load(path: str | Path | None, kind: str) -> pd.DataFrame:
     """`read_csv` + `check_finite` for one of the tidy tables (`runs`, `stats`, `bench`, `curves`)."""
     return check_finite(read_csv(path), kind, path)
+
+
+def add_result_args(p: argparse.ArgumentParser, inputs: dict[str, str], baseline_help: str) -> None:
+    """The input-table flags of a study command (each read only when given) and its required `--baseline`."""
+    for flag, what in inputs.items():
+        p.add_argument(f"--{flag}", help=f"(read only when given) {what}")
+    p.add_argument("--baseline", required=True, help=f"{baseline_help} (the grid config's `baseline:`)")

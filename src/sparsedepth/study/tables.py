@@ -34,7 +34,7 @@ from .latex import (
     fmt_values,
     to_latex,
 )
-from .results import DENSE_ROUTER, ResultsError, arm_order, ci_half_width, load, require
+from .results import DENSE_ROUTER, ResultsError, add_result_args, arm_order, ci_half_width, load, require
 
 EXIT_USER_ERROR = 2
 ALPHA = 0.05
@@ -276,12 +276,9 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m sparsedepth.study.tables",
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("name", choices=sorted(TABLES))
-    p.add_argument("--runs", help="(read only when given) tidy runs table")
-    p.add_argument("--stats", help="(read only when given) hypotheses table")
-    p.add_argument("--bench", help="(read only when given) benchmark table")
-    p.add_argument("--curves", help="(read only when given) learning curves (equal_steps, numbers)")
-    p.add_argument("--baseline", required=True, help="the arm every other arm is compared with (the grid "
-                   "config's `baseline:`)")
+    add_result_args(p, {"runs": "tidy runs table", "stats": "hypotheses table", "bench": "benchmark table",
+                        "curves": "learning curves (equal_steps, numbers)"},
+                    "the arm every other arm is compared with")
     p.add_argument("--out", required=True, help="output .tex file")
     p.add_argument("--kind", default="prefill", help="bench/numbers: kind of measurement (train_step|prefill|"
                    "decode)")
