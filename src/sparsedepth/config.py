@@ -7,6 +7,7 @@ error" and range checks (from field metadata) in one place, and `jsonschema` giv
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -105,14 +106,28 @@ def _types(annotation: Any) -> set[Any]:
     return set(typing.get_args(annotation)) or {annotation}
 
 
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+@functools.cache
+def _validator(cls: type) -> jsonschema.protocols.Validator:
+    """One checked validator per config class (`jsonschema.validate` re-checks the schema on every call,
+    which made resolving the paper grid's 320 runs take minutes)."""
+    schema = json_schema(cls)
+    validator = jsonschema.validators.validator_for(schema)
+    validator.check_schema(schema)
+    return validator(schema)
+
+
 def from_dict(cls: type, data: dict[str, Any], where: str = "config"):
     """Validate `data` against the dataclass schema and build it; errors name the key path."""
-    try:
-        jsonschema.validate(data, json_schema(cls))
-    except jsonschema.ValidationError as e:
+    e = jsonschema.exceptions.best_match(_validator(cls).iter_errors(data))
+    if e is not None:
         path = ".".join(str(p) for p in e.absolute_path) or "(top level)"
         raise ConfigError(f"invalid {where}: {path}: {e.message}") from None
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     for key, value in data.items():  # JSON schema calls 100.0 an integer; a config must say 100
         if isinstance(value, float) and int in _types(hints[key]) and float not in _types(hints[key]):
             raise ConfigError(f"invalid {where}: {key}: {value!r} is not an integer")
