@@ -156,6 +156,7 @@ def _apply_rows(block: Block, h: Tensor, rows: Tensor, index: Tensor, valid: Ten
     index, valid = index[rows], valid[rows]
     lengths = cache.lengths[rows]
     need = int(lengths.max()) + index.shape[1] + 1  # + the scratch slot padded entries go to
+    cache.reserve(need - 1)
     sub = LayerCache(cache.k[:, :, :need].index_select(0, rows), cache.v[:, :, :need].index_select(0, rows),
                      lengths.clone())
     x = h[rows]
@@ -231,9 +232,14 @@ class SparseDepthModel(nn.Module):
         return self.lm_head(self.norm_f(h))
 
     def forward(
-        self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None
+        self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None,
+        logits_to_keep: int = 0,
     ) -> ModelOutput:
-        """Logits for `idx`; with a `cache`, `idx` continues the cached sequences (positions per sample)."""
+        """Logits for `idx`; with a `cache`, `idx` continues the cached sequences (positions per sample).
+        `logits_to_keep` > 0: the head runs on the last that many positions only (generation needs one;
+        full-vocabulary logits of every position would dominate prefill memory)."""
+        if logits_to_keep and targets is not None:
+            raise ValueError("logits_to_keep drops positions the loss needs: pass one or the other")
         B, T = idx.shape
         positions = torch.arange(T, device=idx.device)
         if cache is not None:
@@ -256,7 +262,7 @@ class SparseDepthModel(nn.Module):
                 ran.append(torch.ones(B, T, dtype=torch.bool, device=idx.device))
         if cache is not None:
             cache.positions += T
-        logits = self.readout(h)
+        logits = self.readout(h[:, -logits_to_keep:] if logits_to_keep else h)
         loss, aux = None, self.router.aux_loss()
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
