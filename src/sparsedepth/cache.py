@@ -47,27 +47,38 @@ class LayerCache:
         v[:, :, :self.capacity] = self.v[:, :, :self.capacity]
         self.k, self.v = k, v
 
-    def extend(self, k: Tensor, v: Tensor, valid: Tensor | None,
-               query_offsets: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def extend(self, k: Tensor, v: Tensor, valid: Tensor | None, query_offsets: Tensor | None = None,
+               rows: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Append new keys/values (the valid ones form a prefix of each row) and return the keys, values
         and the mask [B, Q, S] under which query i sees the cache plus new keys 0..offset_i (offset_i = i
-        unless the queries are a subset of the new keys, as under state propagation)."""
+        unless the queries are a subset of the new keys, as under state propagation). `rows`: the new
+        keys belong to these samples only; they are written in place and only these rows are read."""
         B, H, K, D = k.shape
-        limit = int(self.lengths.max()) + K
+        lengths = self.lengths if rows is None else self.lengths.index_select(0, rows)
+        limit = int(lengths.max()) + K
         self.reserve(limit)
         steps = torch.arange(K, device=k.device)
-        slots = self.lengths.unsqueeze(1) + steps  # [B, K]
+        slots = lengths.unsqueeze(1) + steps  # [B, K]
         if valid is not None:
             slots = torch.where(valid, slots, self.capacity)  # padding → scratch slot
-        index = slots[:, None, :, None].expand(B, H, K, D)
-        self.k.scatter_(2, index, k)
-        self.v.scatter_(2, index, v)
-        keys = torch.arange(limit, device=k.device)
+        if rows is None:
+            index = slots[:, None, :, None].expand(B, H, K, D)
+            self.k.scatter_(2, index, k)
+            self.v.scatter_(2, index, v)
+            keys, values = self.k[:, :, :limit], self.v[:, :, :limit]
+        else:
+            self.k[rows.unsqueeze(1), :, slots] = k.transpose(1, 2)  # [R, K, H, D] at (row, slot)
+            self.v[rows.unsqueeze(1), :, slots] = v.transpose(1, 2)
+            keys = self.k[:, :, :limit].index_select(0, rows)
+            values = self.v[:, :, :limit].index_select(0, rows)
         offsets = steps if query_offsets is None else query_offsets
-        mask = keys < (self.lengths.unsqueeze(1) + offsets + 1).unsqueeze(-1)
-        counts = K if valid is None else valid.sum(1)
-        self.lengths += counts
-        return self.k[:, :, :limit], self.v[:, :, :limit], mask
+        mask = torch.arange(limit, device=k.device) < (lengths.unsqueeze(1) + offsets + 1).unsqueeze(-1)
+        counts = lengths.new_full((B,), K) if valid is None else valid.sum(1)
+        if rows is None:
+            self.lengths += counts
+        else:
+            self.lengths.index_add_(0, rows, counts)
+        return keys, values, mask
 
     @classmethod
     def stack(cls, layers: Sequence[LayerCache]) -> LayerCache:
@@ -78,6 +89,18 @@ class LayerCache:
         return cls(torch.cat([c.k[:, :, :size + 1] for c in layers]),
                    torch.cat([c.v[:, :, :size + 1] for c in layers]),
                    torch.cat([c.lengths for c in layers]), layers[0].max_len)
+
+
+class RowsCache:
+    """Samples `rows` of a LayerCache, for a block that runs on those samples only: appends go straight into
+    their rows (no copy of the cache in and out)."""
+
+    def __init__(self, cache: LayerCache, rows: Tensor):
+        self.cache, self.rows = cache, rows
+
+    def extend(self, k: Tensor, v: Tensor, valid: Tensor | None,
+               query_offsets: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        return self.cache.extend(k, v, valid, query_offsets, self.rows)
 
 
 class KVCache:
