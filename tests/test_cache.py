@@ -75,3 +75,26 @@ def test_stacked_prefill_rows_keep_each_prompt_and_size_by_the_longest(tiny_cfg)
     assert cache.positions.tolist() == [3, 40]
     for c in cache.layers:
         assert c.k.shape[0] == 2 and c.capacity >= int(c.lengths.max())
+
+
+@pytest.mark.parametrize("router", ["threshold", "mod"])
+def test_chunks_where_some_samples_skip_a_block_append_in_place(router, tiny_cfg, monkeypatch):
+    """Multi-token chunks in which some samples keep no token for a block (the row-subset path, whose
+    cache rows are written in place) decode like the full forward pass."""
+    import sparsedepth.model as model_module
+
+    calls = []
+    original = model_module._apply_rows
+    monkeypatch.setattr(model_module, "_apply_rows",
+                        lambda *a, **k: calls.append(a[4] is not None) or original(*a, **k))
+    model = make(router, tiny_cfg, capacity=0.15).eval()
+    if "causal" in model.router.inference_modes:
+        model.router.set_inference("causal")
+    seq = tokens(tiny_cfg, batch=4, length=40, seed=3)
+    with torch.no_grad():
+        full = model(seq)
+        cache = KVCache.empty(model, 4)
+        steps = [model(seq[:, t:t + 2], cache=cache).logits for t in range(0, 40, 2)]
+    torch.testing.assert_close(torch.cat(steps, 1), full.logits, atol=3e-5, rtol=1e-4)
+    torch.testing.assert_close(cache.lengths().float(), full.layer_counts)
+    assert any(calls)  # some chunk ran a block on a subset of the samples, with a ragged gather plan
