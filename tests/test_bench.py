@@ -188,3 +188,30 @@ def test_timed_decode_path_equals_the_full_forward(router, monkeypatch):
         steps += [model(seq[:, t:t + 1], cache=cache).logits for t in range(10, 30)]
     torch.testing.assert_close(torch.cat(steps, 1), full, atol=2e-5, rtol=1e-4)
     assert calls  # some steps ran a block on a subset of the samples
+
+
+def test_memory_rows_compare_with_dense_beside_their_ideal(tmp_path):
+    """prefill_cached rows (generation's prefill: fresh cache, last-position head) and the memory columns:
+    ratios to dense in the same table, the ideal beside them, cache bytes where a cache is built."""
+    out = tmp_path / "bench.csv"
+    assert main(["--out", str(out), "--routers", "mod", "--kinds", "prefill_cached,decode,train_step",
+                 *TINY]) == 0
+    df = pd.read_csv(out)
+    assert set(df["kind"]) == {"prefill_cached", "decode", "train_step"}
+    dense = df[df["router"] == "dense"]
+    assert (dense["memory_ratio"] == 1).all() and (dense["ideal_memory_ratio"] == 1).all()
+    cached = df[df["kind"].isin(["prefill_cached", "decode"])]
+    assert (cached["cache_bytes_per_sample_block"] > 0).all()
+    assert df[df["kind"] == "train_step"]["cache_bytes_per_sample_block"].isna().all()
+    routed = df[df["router"] != "dense"]
+    assert (routed["ideal_memory_ratio"] < 1).all() and (routed["memory_ratio"] > 0).all()
+
+
+def test_merge_fills_columns_added_later(tmp_path):
+    from sparsedepth.bench.config import ADDED_COLUMNS
+
+    old = {c: [1] for c in COLUMNS if c not in ADDED_COLUMNS}
+    pd.DataFrame(old).to_csv(tmp_path / "old.csv", index=False)
+    assert main(["merge", "--out", str(tmp_path / "m.csv"), str(tmp_path / "old.csv")]) == 0
+    merged = pd.read_csv(tmp_path / "m.csv")
+    assert list(merged.columns) == COLUMNS and merged[list(ADDED_COLUMNS)].isna().all().all()

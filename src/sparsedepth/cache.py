@@ -1,45 +1,106 @@
-"""Per-layer key/value cache for routed decoding.
+"""Compact per-layer key/value cache for routed decoding.
 
 Each block caches keys/values only for the tokens that ran it, so a sample's cache length differs per
 block and per sample: a skipped token is simply absent as a key in the blocks it skipped, exactly as in
-the full forward pass. Buffers are preallocated with one spare "scratch" slot that padded (invalid)
-gathered entries are written to, so appending needs no host sync.
+the full forward pass. Storage is sized by use, per block: it starts empty and grows (amortised: by at
+least a quarter, in pages of `PAGE` token slots, capped at `max_seq_len`) only when a block's longest row
+needs it, so a block that most tokens skip holds a few pages where a dense one holds the whole sequence.
+One spare "scratch" slot past the capacity takes the writes of padded (invalid) gathered entries, so
+appending needs no host sync beyond the one that sizes the attention window.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor
 
+PAGE = 32  # token slots a block's storage grows by, at least
+
 
 class LayerCache:
-    def __init__(self, k: Tensor, v: Tensor, lengths: Tensor):
-        self.k, self.v, self.lengths = k, v, lengths  # [B, H, S+1, D] ×2, [B]
+    def __init__(self, k: Tensor, v: Tensor, lengths: Tensor, max_len: int | None = None):
+        self.k, self.v, self.lengths = k, v, lengths  # [B, H, capacity+1, D] ×2, [B]
+        self.max_len = max_len  # growth stops here (None: unbounded)
 
     @property
     def capacity(self) -> int:
         return self.k.shape[2] - 1
 
-    def extend(self, k: Tensor, v: Tensor, valid: Tensor | None,
-               query_offsets: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+    def nbytes(self) -> int:
+        """Bytes of key/value storage allocated (scratch slot included)."""
+        return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
+
+    def reserve(self, needed: int) -> None:
+        """Make room for `needed` tokens in every row: grow to a whole number of pages, by ≥ 25 %, so a
+        sequence decoded token by token is copied O(1) times per token on average."""
+        if needed <= self.capacity:
+            return
+        grown = max(needed, self.capacity + self.capacity // 4)
+        size = -(-grown // PAGE) * PAGE
+        if self.max_len is not None:
+            size = max(needed, min(size, self.max_len))
+        B, H, _, D = self.k.shape
+        k, v = self.k.new_zeros(B, H, size + 1, D), self.v.new_zeros(B, H, size + 1, D)
+        k[:, :, :self.capacity] = self.k[:, :, :self.capacity]
+        v[:, :, :self.capacity] = self.v[:, :, :self.capacity]
+        self.k, self.v = k, v
+
+    def extend(self, k: Tensor, v: Tensor, valid: Tensor | None, query_offsets: Tensor | None = None,
+               rows: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Append new keys/values (the valid ones form a prefix of each row) and return the keys, values
         and the mask [B, Q, S] under which query i sees the cache plus new keys 0..offset_i (offset_i = i
-        unless the queries are a subset of the new keys, as under state propagation)."""
+        unless the queries are a subset of the new keys, as under state propagation). `rows`: the new
+        keys belong to these samples only; they are written in place and only these rows are read."""
         B, H, K, D = k.shape
+        lengths = self.lengths if rows is None else self.lengths.index_select(0, rows)
+        limit = int(lengths.max()) + K
+        self.reserve(limit)
         steps = torch.arange(K, device=k.device)
-        slots = self.lengths.unsqueeze(1) + steps  # [B, K]
+        slots = lengths.unsqueeze(1) + steps  # [B, K]
         if valid is not None:
             slots = torch.where(valid, slots, self.capacity)  # padding → scratch slot
-        index = slots.clamp(max=self.capacity)[:, None, :, None].expand(B, H, K, D)
-        self.k.scatter_(2, index, k)
-        self.v.scatter_(2, index, v)
-        limit = int(self.lengths.max()) + K
-        keys = torch.arange(limit, device=k.device)
+        if rows is None:
+            index = slots[:, None, :, None].expand(B, H, K, D)
+            self.k.scatter_(2, index, k)
+            self.v.scatter_(2, index, v)
+            keys, values = self.k[:, :, :limit], self.v[:, :, :limit]
+        else:
+            self.k[rows.unsqueeze(1), :, slots] = k.transpose(1, 2)  # [R, K, H, D] at (row, slot)
+            self.v[rows.unsqueeze(1), :, slots] = v.transpose(1, 2)
+            keys = self.k[:, :, :limit].index_select(0, rows)
+            values = self.v[:, :, :limit].index_select(0, rows)
         offsets = steps if query_offsets is None else query_offsets
-        mask = keys < (self.lengths.unsqueeze(1) + offsets + 1).unsqueeze(-1)
-        counts = K if valid is None else valid.sum(1)
-        self.lengths += counts
-        return self.k[:, :, :limit], self.v[:, :, :limit], mask
+        mask = torch.arange(limit, device=k.device) < (lengths.unsqueeze(1) + offsets + 1).unsqueeze(-1)
+        counts = lengths.new_full((B,), K) if valid is None else valid.sum(1)
+        if rows is None:
+            self.lengths += counts
+        else:
+            self.lengths.index_add_(0, rows, counts)
+        return keys, values, mask
+
+    @classmethod
+    def stack(cls, layers: Sequence[LayerCache]) -> LayerCache:
+        """Rows of several caches as one batch, at the largest row's capacity."""
+        size = max(c.capacity for c in layers)
+        for c in layers:
+            c.reserve(size)
+        return cls(torch.cat([c.k[:, :, :size + 1] for c in layers]),
+                   torch.cat([c.v[:, :, :size + 1] for c in layers]),
+                   torch.cat([c.lengths for c in layers]), layers[0].max_len)
+
+
+class RowsCache:
+    """Samples `rows` of a LayerCache, for a block that runs on those samples only: appends go straight into
+    their rows (no copy of the cache in and out)."""
+
+    def __init__(self, cache: LayerCache, rows: Tensor):
+        self.cache, self.rows = cache, rows
+
+    def extend(self, k: Tensor, v: Tensor, valid: Tensor | None,
+               query_offsets: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        return self.cache.extend(k, v, valid, query_offsets, self.rows)
 
 
 class KVCache:
@@ -50,21 +111,27 @@ class KVCache:
 
     @classmethod
     def empty(cls, model, batch: int) -> KVCache:
+        """No token slots yet: each block's storage grows as tokens run it."""
         cfg = model.cfg
         p = next(model.parameters())
-        shape = (batch, cfg.n_heads, cfg.max_seq_len + 1, cfg.d_model // cfg.n_heads)
+        shape = (batch, cfg.n_heads, 1, cfg.d_model // cfg.n_heads)  # just the scratch slot
         layers = [
             LayerCache(p.new_zeros(shape), p.new_zeros(shape),
-                       torch.zeros(batch, dtype=torch.long, device=p.device))
+                       torch.zeros(batch, dtype=torch.long, device=p.device), cfg.max_seq_len)
             for _ in range(cfg.n_layers)
         ]
         return cls(layers, torch.zeros(batch, dtype=torch.long, device=p.device))
 
-    def row(self, b: int) -> KVCache:
-        """A view of sample b's cache (writes go through), for prefilling prompts of different lengths."""
-        sl = slice(b, b + 1)
-        return KVCache([LayerCache(c.k[sl], c.v[sl], c.lengths[sl]) for c in self.layers], self.positions[sl])
+    @classmethod
+    def stack(cls, caches: Sequence[KVCache]) -> KVCache:
+        """One batched cache from caches filled separately (e.g. prompts of different lengths)."""
+        layers = [LayerCache.stack(group) for group in zip(*(c.layers for c in caches), strict=True)]
+        return cls(layers, torch.cat([c.positions for c in caches]))
 
     def lengths(self) -> Tensor:
         """[B, L] cached tokens per sample per block (= tokens that ran it)."""
         return torch.stack([c.lengths for c in self.layers], dim=1)
+
+    def nbytes(self) -> int:
+        """Bytes of key/value storage allocated over every block and sample."""
+        return sum(c.nbytes() for c in self.layers)

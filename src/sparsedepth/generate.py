@@ -2,8 +2,8 @@
 
 Every router decides causally at inference (MoD through its causal rule), so decoding one token at a time
 with the cache gives the same logits as a full forward pass over the sequence; the tests check exactly
-that. Prompts of different lengths are prefilled one sample at a time into rows of one batched cache, then
-decoded together, each sample at its own position.
+that. Prompts of different lengths are prefilled one sample at a time, their caches stacked into one batch,
+then decoded together, each sample at its own position.
 """
 
 from __future__ import annotations
@@ -47,17 +47,19 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
 def prefill(
     model: SparseDepthModel, prompts: Sequence[Sequence[int]]
 ) -> tuple[KVCache, Tensor, list[list[int]]]:
-    """Run each prompt into its row of a fresh cache; returns the cache, last logits [B, V], layers/token."""
+    """Run each prompt into a fresh cache of its own (head on its last position only), then stack them
+    into one batched cache; returns the cache, last logits [B, V], layers/token."""
     if any(len(p) == 0 for p in prompts):
         raise ValueError("every prompt needs at least one token")
     device = next(model.parameters()).device
-    cache = KVCache.empty(model, len(prompts))
-    last, layers = [], []
-    for b, prompt in enumerate(prompts):
-        out = model(torch.tensor([list(prompt)], device=device), cache=cache.row(b))
+    rows, last, layers = [], [], []
+    for prompt in prompts:
+        cache = KVCache.empty(model, 1)
+        out = model(torch.tensor([list(prompt)], device=device), cache=cache, logits_to_keep=1)
+        rows.append(cache)
         last.append(out.logits[0, -1])
         layers.append(out.layers_per_token[0].long().tolist())
-    return cache, torch.stack(last), layers
+    return (rows[0] if len(rows) == 1 else KVCache.stack(rows)), torch.stack(last), layers
 
 
 @torch.no_grad()

@@ -273,9 +273,10 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
                 labels: Tensor | None = None, cache: RoutedCache | None = None, use_cache: bool | None = None,
                 past_key_values: RoutedCache | None = None, inputs_embeds: Tensor | None = None,
                 output_hidden_states: bool | None = None, output_attentions: bool | None = None,
-                **kwargs) -> SparseDepthOutput:
+                logits_to_keep: int = 0, **kwargs) -> SparseDepthOutput:
         """Logits for `input_ids` (continuing `cache` when given). `labels` are the inputs, HF-style: they
-        are shifted here, -100 is ignored. `past_key_values` is the pre-5.x name of `cache`."""
+        are shifted here, -100 is ignored. `past_key_values` is the pre-5.x name of `cache`. `logits_to_keep`
+        > 0: logits of the last that many positions only (`generate` asks for 1 at prefill)."""
         if inputs_embeds is not None or input_ids is None:
             raise NotImplementedError("SparseDepth takes input_ids only: routers such as probe score the "
                                       "token embedding itself, so an inputs_embeds path is not provided")
@@ -298,13 +299,15 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
             cache.kv = KVCache.empty(self.model, input_ids.shape[0])
         before = None if cache is None else cache.kv.lengths()
         targets = None if labels is None else F.pad(labels[:, 1:], (0, 1), value=-100)
-        out = self.model(input_ids, targets, cache=None if cache is None else cache.kv)
+        out = self.model(input_ids, targets, cache=None if cache is None else cache.kv,
+                         logits_to_keep=logits_to_keep if targets is None else 0)
         if cache is not None:
             cache.record(before, out.routing)
         loss = out.loss
         if loss is not None and out.aux_loss is not None:
             loss = loss + out.aux_loss
-        return SparseDepthOutput(loss=loss, logits=out.logits, cache=cache,
+        logits = out.logits[:, -logits_to_keep:] if logits_to_keep and targets is not None else out.logits
+        return SparseDepthOutput(loss=loss, logits=logits, cache=cache,
                                  layers_per_token=out.layers_per_token, aux_loss=out.aux_loss)
 
     def prepare_inputs_for_generation(self, input_ids: Tensor, cache: RoutedCache | None = None,
@@ -317,8 +320,11 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
             raise NotImplementedError("SparseDepth generates from input_ids only (no inputs_embeds path)")
         if cache is not None:
             input_ids = input_ids[:, cache.seen:]
-        return {"input_ids": input_ids, "attention_mask": attention_mask, "cache": cache,
-                "use_cache": use_cache}
+        inputs = {"input_ids": input_ids, "attention_mask": attention_mask, "cache": cache,
+                  "use_cache": use_cache}
+        if kwargs.get("logits_to_keep") is not None:
+            inputs["logits_to_keep"] = kwargs["logits_to_keep"]
+        return inputs
 
 
 # --- end of the exported modeling code: below, registration and the export entry points -----------------

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cache import KVCache, LayerCache
+from .cache import KVCache, LayerCache, RowsCache
 from .config import ConfigError, ModelConfig
 from .routing import ROUTERS, Decision, Router
 
@@ -130,6 +130,8 @@ def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, posi
 
     `positions` is [T] (a fresh sequence) or [B, T] (continuing a cache); gathered tokens keep theirs."""
     propagate = decision.propagate
+    if cache is not None and not propagate and decision.index is None and h.shape[1] == 1:
+        return _decode_one(block, h, decision, rope, positions, cache)
     # with a cache, a propagating block must run (≥ 1 padded query) to append the context's keys/values
     index, valid = gather_plan(decision, minimum=1 if propagate and cache is not None else 0)
     if index.shape[1] == 0:
@@ -137,7 +139,7 @@ def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, posi
     if cache is not None and valid is not None and not propagate:
         rows = valid[:, 0].nonzero().squeeze(1)  # samples that keep a token (valid is a prefix)
         if rows.numel() < h.shape[0]:
-            return _apply_rows(block, h, rows, index, valid, decision, rope, positions, cache)
+            return _apply_rows(block, h, rows, index[rows], valid[rows], decision, rope, positions, cache)
     index3 = index.unsqueeze(-1).expand(-1, -1, h.shape[-1])
     kept_positions = index if positions.dim() == 1 else positions.gather(1, index)
     context = dict(context=h, context_positions=positions, query_offsets=index) if propagate else {}
@@ -148,26 +150,35 @@ def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, posi
     return h.scatter_add(1, index3, (delta * weight.unsqueeze(-1).to(delta.dtype)).to(h.dtype))  # autocast
 
 
-def _apply_rows(block: Block, h: Tensor, rows: Tensor, index: Tensor, valid: Tensor, decision: Decision,
-                rope: Rotary, positions: Tensor, cache: LayerCache) -> Tensor:
+def _decode_one(block: Block, h: Tensor, decision: Decision, rope: Rotary, positions: Tensor,
+                cache: LayerCache) -> Tensor:
+    """One new token per sample (batched decoding): the samples whose token runs the block are found with
+    one sync and run alone, without sorting a gather plan; when all run, no gather at all."""
+    rows = decision.mask[:, 0].nonzero().squeeze(1)
+    if rows.numel() == 0:
+        return h
+    if rows.numel() == h.shape[0]:
+        delta = block.residual(h, rope, positions, cache=cache)
+        return h + (delta * decision.gate.unsqueeze(-1).to(delta.dtype)).to(h.dtype)
+    index = rows.new_zeros(rows.numel(), 1)  # each running sample's one token
+    return _apply_rows(block, h, rows, index, None, decision, rope, positions, cache)
+
+
+def _apply_rows(block: Block, h: Tensor, rows: Tensor, index: Tensor, valid: Tensor | None,
+                decision: Decision, rope: Rotary, positions: Tensor, cache: LayerCache) -> Tensor:
     """Cached decoding of a batch where only `rows` keep a token: the block runs on those samples alone
     (padding every sample to one token would run the block on the whole batch whenever any sample needs
-    it). Their cache rows are read into a scratch cache and the new keys/values written back."""
-    index, valid = index[rows], valid[rows]
-    lengths = cache.lengths[rows]
-    need = int(lengths.max()) + index.shape[1] + 1  # + the scratch slot padded entries go to
-    sub = LayerCache(cache.k[:, :, :need].index_select(0, rows), cache.v[:, :, :need].index_select(0, rows),
-                     lengths.clone())
-    x = h[rows]
+    it), appending to their cache rows in place. `index`/`valid` are those samples' gather plan."""
+    x = h.index_select(0, rows)
     index3 = index.unsqueeze(-1).expand(-1, -1, h.shape[-1])
-    kept_positions = positions[rows].gather(1, index)
-    delta = block.residual(x.gather(1, index3), rope, kept_positions, cache=sub, valid=valid)
-    low, high = int(lengths.min()), int(sub.lengths.max())
-    cache.k[:, :, low:high].index_copy_(0, rows, sub.k[:, :, low:high])
-    cache.v[:, :, low:high].index_copy_(0, rows, sub.v[:, :, low:high])
-    cache.lengths.index_copy_(0, rows, sub.lengths)
-    weight = (decision.gate[rows].gather(1, index) * valid).unsqueeze(-1)
-    return h.index_copy(0, rows, x.scatter_add(1, index3, (delta * weight.to(delta.dtype)).to(h.dtype)))
+    kept_positions = positions.index_select(0, rows).gather(1, index)
+    delta = block.residual(x.gather(1, index3), rope, kept_positions, cache=RowsCache(cache, rows),
+                           valid=valid)
+    weight = decision.gate.index_select(0, rows).gather(1, index)
+    if valid is not None:
+        weight = weight * valid
+    update = x.scatter_add(1, index3, (delta * weight.unsqueeze(-1).to(delta.dtype)).to(h.dtype))
+    return h.index_copy(0, rows, update)
 
 
 def apply_masked(block: Block, h: Tensor, decision: Decision, rope: Rotary, positions: Tensor,
@@ -231,9 +242,14 @@ class SparseDepthModel(nn.Module):
         return self.lm_head(self.norm_f(h))
 
     def forward(
-        self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None
+        self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None,
+        logits_to_keep: int = 0,
     ) -> ModelOutput:
-        """Logits for `idx`; with a `cache`, `idx` continues the cached sequences (positions per sample)."""
+        """Logits for `idx`; with a `cache`, `idx` continues the cached sequences (positions per sample).
+        `logits_to_keep` > 0: the head runs on the last that many positions only (generation needs one;
+        full-vocabulary logits of every position would dominate prefill memory)."""
+        if logits_to_keep and targets is not None:
+            raise ValueError("logits_to_keep drops positions the loss needs: pass one or the other")
         B, T = idx.shape
         positions = torch.arange(T, device=idx.device)
         if cache is not None:
@@ -256,7 +272,7 @@ class SparseDepthModel(nn.Module):
                 ran.append(torch.ones(B, T, dtype=torch.bool, device=idx.device))
         if cache is not None:
             cache.positions += T
-        logits = self.readout(h)
+        logits = self.readout(h[:, -logits_to_keep:] if logits_to_keep else h)
         loss, aux = None, self.router.aux_loss()
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())

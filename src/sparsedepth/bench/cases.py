@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from ..cache import KVCache
 from ..config import ModelConfig
 from ..flops import block_flops, forward_flops, head_flops
 from ..generate import decode_step, prefill
@@ -45,6 +46,9 @@ class Case:
     run: Callable[[], object]
     stats: Callable[[], tuple[float, float, float]]
     reset: Callable[[], object] = lambda: None
+    # after stats(): (cache bytes per sample and block, the memory compared with dense's, its ideal
+    # counterpart); None: no cache, and peak activation memory against layers/token (memory ∝ block work)
+    memory: Callable[[], tuple[float, float, float]] | None = None
 
 
 def make_model(router: str, cfg: ModelConfig, capacity: float, device: torch.device, train: bool,
@@ -144,14 +148,48 @@ def decode_case(model: SparseDepthModel, prompt_len: int, n_new: int, batch: int
             if record is not None:
                 record.append(out.layers_per_token.mean().item())
 
+    held = {}
+
     def stats():
         reset()
         start, layers = cache.lengths().clone(), []
         run(layers)
         end = cache.lengths().clone()
-        # the K/V bytes the routed cache actually holds (a right-sized or paged cache's footprint)
+        # the K/V bytes of the tokens that ran each block: the ideal cache's footprint
         used = 2 * end.sum().item() * model.cfg.d_model * cache.layers[0].k.element_size()
+        held["allocated"], held["used"] = cache.nbytes(), used  # allocated: pages grown while decoding
         return statistics.mean(layers), decode_flops(model, start, end, n_new) / (batch * n_new), used
 
+    def memory():
+        return held["allocated"] / (batch * model.cfg.n_layers), held["allocated"], held["used"]
+
     suffix = "+bf16" if bench.dtype == "bf16" else ""
-    return Case(model.router.name, model.router.capacity, "gather" + suffix, run, stats, reset)
+    return Case(model.router.name, model.router.capacity, "gather" + suffix, run, stats, reset, memory)
+
+
+def prefill_cached_case(model: SparseDepthModel, idx: torch.Tensor, device: torch.device) -> Case:
+    """Prefill as generation runs it: equal-length prompts into a fresh routed cache, the causal rule (what
+    decoding continues with), the head on the last position only. Its peak memory includes the cache."""
+    model.hard_skip = True
+    model.eval()
+    model.router.set_inference("causal")
+    B, T = idx.shape
+    held = {}
+
+    @torch.no_grad()
+    def run():
+        held["cache"] = cache = KVCache.empty(model, B)
+        return model(idx, cache=cache, logits_to_keep=1)
+
+    def stats():
+        out = run()
+        flops = forward_flops(model.cfg, out.layer_counts, model.router.flops_per_token(), T,
+                              model.router.propagates_state) - B * head_flops(T - 1, model.cfg)
+        held["peak"] = peak_bytes(run, device)
+        return out.layers_per_token.mean().item(), flops / (B * T), held["peak"]
+
+    def memory():  # ideal: memory ∝ the (token, block) pairs cached
+        cache = held["cache"]
+        return cache.nbytes() / (B * model.cfg.n_layers), held["peak"], float(cache.lengths().sum())
+
+    return Case(model.router.name, model.router.capacity, "gather", run, stats, memory=memory)

@@ -12,8 +12,12 @@ from ..routing import ROUTERS
 COLUMNS = ["device", "device_name", "torch", "threads", "git_sha", "grid", "kind", "impl", "router",
            "capacity", "batch", "seq_len", "d_model", "n_layers", "repeats", "median_ms", "iqr_ms",
            "tokens_per_s", "peak_activation_mb", "layers_per_token", "flops_per_token",
-           "dense_flops_per_token", "speedup", "ideal_speedup", "efficiency"]
-KINDS = ("train_step", "prefill", "decode")
+           "dense_flops_per_token", "speedup", "ideal_speedup", "efficiency",
+           "cache_bytes_per_sample_block", "memory_ratio", "ideal_memory_ratio"]
+# later additions: a merged table written before them gets NaN there
+ADDED_COLUMNS = ("cache_bytes_per_sample_block", "memory_ratio", "ideal_memory_ratio")
+KINDS = ("train_step", "prefill", "decode", "prefill_cached")
+DEFAULT_KINDS = ("train_step", "prefill", "decode")
 IMPLS = ("gather", "masked", "origin-flat")
 VOCAB = 4096
 BASELINE = "dense"  # the router every row's speedup is measured against (a role, not a routing rule)
@@ -30,7 +34,9 @@ def option(default: Any, help: str, **schema: Any) -> Any:
 class BenchConfig:
     routers: list[str] = option(["mod", "probe"], "routers to time, comma-separated (dense, the baseline, "
                                 "is always added)")
-    kinds: list[str] = option(list(KINDS), "what to time, comma-separated: train_step, prefill, decode")
+    kinds: list[str] = option(list(DEFAULT_KINDS), "what to time, comma-separated: train_step, prefill, "
+                              "decode, prefill_cached (prefill as generation runs it: into a fresh routed "
+                              "cache, the head on the last position only)")
     capacity: float = option(0.125, "fraction of the tokens each routed block keeps",
                              exclusiveMinimum=0, maximum=1)
     route_every: int = option(2, "route every k-th block (2: alternate blocks, MoD's setting); 0: each "

@@ -15,8 +15,8 @@ from ..model import SparseDepthModel
 from ..origin_reference import supports
 from ..routing import ROUTERS
 from ..train import git_sha
-from .cases import Case, decode_case, forward_case, make_model
-from .config import BASELINE, COLUMNS, VOCAB, BenchConfig, check
+from .cases import Case, decode_case, forward_case, make_model, prefill_cached_case
+from .config import ADDED_COLUMNS, BASELINE, COLUMNS, VOCAB, BenchConfig, check
 from .timing import device_name, median_iqr, resolve_device, time_once
 
 
@@ -57,11 +57,15 @@ def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, t
     rows = []
     for key, case in cases.items():
         layers, flops, memory = case.stats()
+        no_cache = (float("nan"), memory, layers)
+        cache_bytes, measured, ideal = no_cache if case.memory is None else case.memory()
         ms, iqr = median_iqr(times[key])
         rows.append({**row, "kind": kind, "impl": case.impl, "router": case.router,
                      "capacity": case.capacity, "batch": batch, "seq_len": seq_len, "median_ms": ms,
                      "iqr_ms": iqr, "tokens_per_s": tokens / (ms / 1e3), "peak_activation_mb": memory / 2**20,
-                     "layers_per_token": layers, "flops_per_token": flops})
+                     "layers_per_token": layers, "flops_per_token": flops,
+                     "cache_bytes_per_sample_block": cache_bytes,
+                     "_memory": measured, "_ideal_memory": ideal})  # for the ratios below
     baselines = {r["impl"][len("gather"):]: r for r in rows
                  if r["router"] == BASELINE and r["impl"].startswith("gather")}
     kept = []
@@ -75,7 +79,11 @@ def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, t
         r["speedup"] = dense["median_ms"] / r["median_ms"]
         r["ideal_speedup"] = dense["flops_per_token"] / r["flops_per_token"]
         r["efficiency"] = r["speedup"] / r["ideal_speedup"]
+        r["memory_ratio"] = r["_memory"] / dense["_memory"] if dense["_memory"] else float("nan")
+        r["ideal_memory_ratio"] = r["_ideal_memory"] / dense["_ideal_memory"]
         kept.append(r)
+    for r in rows:
+        del r["_memory"], r["_ideal_memory"]
     return kept
 
 
@@ -126,6 +134,11 @@ def run_grid(bench: BenchConfig, progress: Callable[[str], None] = print) -> tup
         g = torch.Generator().manual_seed(batch * 1000 + size)
         idx = torch.randint(0, VOCAB, (batch, size), generator=g).to(device)
         targets = torch.randint(0, VOCAB, (batch, size), generator=g).to(device)
+        if kind == "prefill_cached":
+            for r in routers:
+                cases[r] = prefill_cached_case(model(r, False), idx, device)
+            rows += measure_point(cases, kind, batch, size, batch * size, bench, device, row, progress)
+            continue
         for r in routers:
             impls = ["gather"] if r == BASELINE else [
                 i for i in bench.impls if i != "origin-flat" or supports(ROUTERS[r])]
@@ -153,7 +166,7 @@ def merge(inputs: Sequence[str | Path], out: str | Path) -> None:
 
     frames = [pd.read_csv(p) for p in inputs]
     for path, frame in zip(inputs, frames, strict=True):
-        missing = set(COLUMNS) - set(frame.columns)
+        missing = set(COLUMNS) - set(frame.columns) - set(ADDED_COLUMNS)  # tables written before them: NaN
         if missing:
             raise ConfigError(f"{path}: not a benchmark table (missing {sorted(missing)})")
-    write_rows(pd.concat(frames, ignore_index=True)[COLUMNS].to_dict("records"), out)
+    write_rows(pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS).to_dict("records"), out)

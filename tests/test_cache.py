@@ -1,0 +1,100 @@
+"""The compact routed cache: storage follows the tokens that ran each block, grows in pages, and the lean
+head (`logits_to_keep`) computes exactly the kept positions' logits."""
+
+import pytest
+import torch
+from conftest import ROUTED, make, tokens
+
+from sparsedepth import ModelConfig
+from sparsedepth.bench import calibrate
+from sparsedepth.cache import PAGE, KVCache, LayerCache
+from sparsedepth.generate import decode_step, prefill
+
+CFG = ModelConfig(vocab_size=97, d_model=32, n_layers=4, n_heads=4, max_seq_len=256)
+
+
+def test_storage_starts_empty_and_grows_by_pages_up_to_max_seq_len():
+    c = LayerCache(torch.zeros(2, 1, 1, 4), torch.zeros(2, 1, 1, 4), torch.zeros(2, dtype=torch.long), 100)
+    assert c.capacity == 0
+    k = torch.randn(2, 1, 5, 4)
+    c.extend(k, k, None)
+    assert c.capacity == PAGE and torch.equal(c.k[:, :, :5], k)
+    for _ in range(60):
+        c.extend(k[:, :, :1], k[:, :, :1], None)
+    assert c.capacity == 96 and c.lengths.tolist() == [65, 65]  # 32 → 64 → 96: whole pages, ≥ 25 % each
+    assert torch.equal(c.k[:, :, :5], k)  # growth keeps what was cached
+    c.reserve(99)
+    assert c.capacity == 100  # capped at max_len, never beyond what is needed
+    assert c.nbytes() == 2 * 2 * 1 * 101 * 4 * 4
+
+
+def test_routed_blocks_hold_a_fraction_of_a_dense_cache():
+    """MoD at low capacity on alternate blocks: skipped tokens take no storage in the blocks they skip."""
+    model = make("mod", CFG, capacity=0.125).eval()
+    calibrate(model, tokens(CFG, batch=4, length=128, seed=5))  # an untrained router at its capacity
+    model.router.set_inference("causal")
+    dense = make("dense", CFG).eval()
+    seq = tokens(CFG, batch=2, length=200)
+    sizes = {}
+    for name, m in (("mod", model), ("dense", dense)):
+        cache = KVCache.empty(m, 2)
+        with torch.no_grad():
+            m(seq[:, :160], cache=cache, logits_to_keep=1)
+            for t in range(160, 200):
+                decode_step(m, seq[:, t], cache)
+        assert all(c.capacity >= int(c.lengths.max()) for c in cache.layers)
+        assert all(c.capacity <= CFG.max_seq_len for c in cache.layers)
+        sizes[name] = cache
+    routed = model.router.routed_layers
+    for i, c in enumerate(sizes["mod"].layers):
+        if i in routed:
+            assert c.capacity <= int(c.lengths.max()) + PAGE and c.capacity < 100
+        else:
+            assert c.capacity == sizes["dense"].layers[i].capacity
+    assert sizes["mod"].nbytes() < 0.7 * sizes["dense"].nbytes()
+
+
+@pytest.mark.parametrize("router", ["dense", *ROUTED])
+def test_logits_to_keep_is_the_tail_of_the_full_logits(router, tiny_cfg):
+    model = make(router, tiny_cfg, capacity=0.4).eval()
+    seq = tokens(tiny_cfg, batch=2, length=20)
+    with torch.no_grad():
+        full = model(seq)
+        lean = model(seq, logits_to_keep=3)
+    assert lean.logits.shape == (2, 3, tiny_cfg.vocab_size)
+    torch.testing.assert_close(lean.logits, full.logits[:, -3:], atol=1e-5, rtol=1e-5)
+    assert torch.equal(lean.routing, full.routing)
+    with pytest.raises(ValueError, match="logits_to_keep"):
+        model(seq, seq, logits_to_keep=1)
+
+
+def test_stacked_prefill_rows_keep_each_prompt_and_size_by_the_longest(tiny_cfg):
+    model = make("threshold", tiny_cfg, capacity=0.5).eval()
+    seq = tokens(tiny_cfg, batch=2, length=40)
+    cache, _, _ = prefill(model, [seq[0, :3].tolist(), seq[1, :40].tolist()])
+    assert cache.positions.tolist() == [3, 40]
+    for c in cache.layers:
+        assert c.k.shape[0] == 2 and c.capacity >= int(c.lengths.max())
+
+
+@pytest.mark.parametrize("router", ["threshold", "mod"])
+def test_chunks_where_some_samples_skip_a_block_append_in_place(router, tiny_cfg, monkeypatch):
+    """Multi-token chunks in which some samples keep no token for a block (the row-subset path, whose
+    cache rows are written in place) decode like the full forward pass."""
+    import sparsedepth.model as model_module
+
+    calls = []
+    original = model_module._apply_rows
+    monkeypatch.setattr(model_module, "_apply_rows",
+                        lambda *a, **k: calls.append(a[4] is not None) or original(*a, **k))
+    model = make(router, tiny_cfg, capacity=0.15).eval()
+    if "causal" in model.router.inference_modes:
+        model.router.set_inference("causal")
+    seq = tokens(tiny_cfg, batch=4, length=40, seed=3)
+    with torch.no_grad():
+        full = model(seq)
+        cache = KVCache.empty(model, 4)
+        steps = [model(seq[:, t:t + 2], cache=cache).logits for t in range(0, 40, 2)]
+    torch.testing.assert_close(torch.cat(steps, 1), full.logits, atol=3e-5, rtol=1e-4)
+    torch.testing.assert_close(cache.lengths().float(), full.layer_counts)
+    assert any(calls)  # some chunk ran a block on a subset of the samples, with a ragged gather plan
