@@ -112,3 +112,21 @@ def test_nproc_reruns_the_command_under_torchrun(monkeypatch, tmp_path):
     assert command[1:6] == ["-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2", "-m"]
     assert command[6:] == ["--", "sparsedepth", *argv]
     assert not (tmp_path / "r").exists()  # the launcher itself writes nothing
+
+
+def test_a_grid_with_nproc_asks_slurm_for_that_many_gpus_and_cpus():
+    from pathlib import Path
+
+    from sparsedepth.study import slurm
+    from sparsedepth.study.grid import load_study, run_keys, train_config
+
+    paper = load_study(Path(__file__).parents[1] / "config" / "paper.yaml")
+    key = run_keys(paper)[-1]
+    four = {**paper, "train": {**paper["train"], "nproc": 4}}
+    assert train_config(four, key).nproc == 4
+    assert slurm.nproc(paper) == 1 and slurm.nproc(four) == 4
+    assert slurm.gpus(four, "train") == 4 and slurm.gpus(four, "evaluate") == 0
+    assert slurm.site(slurm.gpus(four, "train"), env={})["gres"] == "gpu:4"
+    assert slurm.mem_mb(four, "train", key) > slurm.mem_mb(paper, "train", key)
+    cpu = {**four, "train": {**four["train"], "device": "cpu"}}
+    assert slurm.gpus(cpu, "train") == 0
