@@ -114,20 +114,27 @@ def resolve_config(args: argparse.Namespace):
         raise ConfigError(f"{origin}{' with flags' if overrides else ''}: {e}") from None
 
 
-def cmd_train(args: argparse.Namespace) -> None:
+def cmd_train(args: argparse.Namespace) -> int:
+    """`--nproc N` (N > 1) outside torchrun re-runs this very command under torch.distributed.run;
+    under torchrun every process trains and rank 0 reports."""
     from .data import DataError
+    from .distributed import launch, launched, rank_zero
     from .train import train
 
     cfg = resolve_config(args)
+    if cfg.nproc > 1 and not launched():
+        return launch(args.argv, cfg.nproc)
     out = Path(args.out)
-    created = not out.exists()
+    created = not out.exists() and rank_zero()
     try:
         summary = train(cfg, out, resume=args.resume, auto_resume=args.auto_resume, progress=not args.quiet)
     except (ConfigError, DataError, ValueError):
         if created:  # bad input leaves no partial run directory behind
             shutil.rmtree(out, ignore_errors=True)
         raise
-    print(json.dumps(summary, indent=1))
+    if rank_zero():
+        print(json.dumps(summary, indent=1))
+    return 0
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -226,14 +233,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .data import DataError
     from .train import TrainingDiverged
 
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # what `train --nproc N` re-runs under torchrun
     try:
-        args.func(args)
+        status = args.func(args)
     except (ConfigError, DataError, ValueError) as e:
         print(f"sparsedepth: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (CheckpointError, TrainingDiverged) as e:
         print(f"sparsedepth: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_RUNTIME_ERROR
-    return 0
+    return status or 0
 

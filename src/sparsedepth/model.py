@@ -257,14 +257,16 @@ class SparseDepthModel(nn.Module):
         last = T if cache is None else int(positions.max()) + 1
         if last > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {last} exceeds max_seq_len {self.cfg.max_seq_len}")
-        h = self.wte(idx)
-        self.router.begin(h, positions)
+        h = self.wte(idx)  # the residual stream stays fp32 under autocast; so do router scores (autocast off)
+        with torch.autocast(h.device.type, enabled=False):
+            self.router.begin(h, positions)
         ran = []
         apply = apply_routed if self.hard_skip else apply_masked
         for i, block in enumerate(self.blocks):
             layer_cache = None if cache is None else cache.layers[i]
             if i in self.routed:
-                decision = self.router.decide(h, i)
+                with torch.autocast(h.device.type, enabled=False):
+                    decision = self.router.decide(h, i)
                 h = apply(block, h, decision, self.rope, positions, layer_cache)
                 ran.append(decision.mask)
             else:

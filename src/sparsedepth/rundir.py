@@ -28,7 +28,7 @@ from .checkpoint import CheckpointError
 LOCK_NAME = ".lock"
 
 # Where/how a run is computed, not what it computes: these may change between a run and its resume.
-NOT_DEFINING = frozenset({"data_dir", "threads", "device", "checkpoint_every"})
+NOT_DEFINING = frozenset({"data_dir", "threads", "device", "checkpoint_every", "nproc", "compile"})
 
 
 class RunDirError(CheckpointError):

@@ -7,6 +7,9 @@ directory's lock, and validates data, model and checkpoint before it replaces an
 non-finite loss, gradient, weight or validation loss at any step fails it. The training FLOPs spent
 (analytic, from each step's actual routing) are counted, checkpointed and logged with every validation
 loss, so learning curves can be compared at matched compute.
+
+Data-parallel (`nproc` > 1, or under torchrun): see `distributed`; `batch_size` is the global batch, so a
+run means the same whatever its process count. Precision (`precision`, `compile`): see `precision`.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import math
 import shutil
 import subprocess
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,8 +37,11 @@ from .checkpoint import (
 )
 from .config import ConfigError, ModelConfig, ModelShape, from_dict, to_dict
 from .data import TokenData, eval_batches, prepare, sample_batch
+from .distributed import World, broadcast, mean, process_group, seed_step, shard, total, wrap
 from .flops import train_flops_per_step, train_step_flops
 from .model import SparseDepthModel, build_model
+from .precision import PRECISIONS, allow_tf32, autocast_context, fused_adamw
+from .precision import summary as precision_summary
 from .routing import ROUTERS
 from .rundir import RunDirError, changed_fields, metrics_upto, note, run_lock, saved_config
 
@@ -60,7 +67,8 @@ class TrainConfig:
     router_options: dict = field(default_factory=dict, metadata={"help": "router keyword options (JSON)"})
     model: ModelShape = field(default_factory=ModelShape, metadata={"help": "model shape"})
     steps: int = field(default=300, metadata={"minimum": 1, "help": "optimizer steps"})
-    batch_size: int = field(default=16, metadata={"minimum": 1, "help": "sequences per step"})
+    batch_size: int = field(default=16, metadata={
+        "minimum": 1, "help": "sequences per step (all processes together: each of nproc takes its share)"})
     seq_len: int = field(default=128, metadata={"minimum": 2, "help": "tokens per training sequence"})
     lr: float = field(default=3e-3, metadata={"exclusiveMinimum": 0, "help": "peak learning rate (AdamW)"})
     min_lr_ratio: float = field(default=0.1, metadata={"minimum": 0, "maximum": 1,
@@ -75,6 +83,11 @@ class TrainConfig:
     seed: int = field(default=0, metadata={"minimum": 0, "help": "seed of weights and data order"})
     threads: int = field(default=0, metadata={"minimum": 0, "help": "torch CPU threads (0: torch's default)"})
     device: str = field(default="cpu", metadata={"enum": ["cpu", "cuda"], "help": "cpu or cuda"})
+    nproc: int = field(default=1, metadata={"minimum": 1, "help": "data-parallel processes (torchrun on this "
+                                            "node; gloo on cpu, one GPU each on cuda)"})
+    precision: str = field(default="auto", metadata={"enum": list(PRECISIONS), "help": "bf16 (autocast) or "
+                                                     "fp32; auto: bf16 on cuda, fp32 on cpu"})
+    compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
 
     def __post_init__(self) -> None:
         if self.router not in ROUTERS:
@@ -83,6 +96,9 @@ class TrainConfig:
             raise ConfigError(f"capacity must be in (0, 1], got {self.capacity}")
         if self.seq_len > self.model.max_seq_len:
             raise ConfigError(f"seq_len {self.seq_len} exceeds model.max_seq_len {self.model.max_seq_len}")
+        if self.batch_size % self.nproc:
+            raise ConfigError(f"batch_size {self.batch_size} must be a multiple of nproc {self.nproc} (it is "
+                              "the global batch, split evenly over the processes)")
 
     @classmethod
     def from_dict(cls, data: dict) -> TrainConfig:
@@ -106,14 +122,16 @@ def make_model(cfg: TrainConfig, vocab_size: int) -> SparseDepthModel:
         raise ConfigError(f"invalid router_options for {cfg.router!r}: {e}") from None
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    """Weight decay on matrices only (nanoGPT's rule); biases, norms and gains are left alone."""
+def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: str = "cpu") -> torch.optim.AdamW:
+    """Weight decay on matrices only (nanoGPT's rule); biases, norms and gains are left alone. Fused on
+    CUDA (`precision.fused_adamw`)."""
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": cfg.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), foreach=False)
+    fused = fused_adamw(device)
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=(0.9, 0.95), foreach=False, fused=fused or None)
 
 
 @torch.no_grad()
@@ -122,7 +140,8 @@ def validation_loss(model: SparseDepthModel, tokens, cfg: TrainConfig, device: s
     model.eval()
     total, count = 0.0, 0
     for x, y in eval_batches(tokens, cfg.batch_size, cfg.seq_len, cfg.eval_batches):
-        out = model(x.to(device), y.to(device))
+        with autocast_context(device, cfg.precision):
+            out = model(x.to(device), y.to(device))
         total += out.loss.item() * y.numel()
         count += y.numel()
     model.train(was_training)
@@ -171,13 +190,18 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_afte
     """Train one run into `out_dir` under its lock; returns the summary. `resume`: continue its checkpoint
     or fail; `auto_resume`: continue it when it is of this run, else start afresh (saying which, on
     stderr). `stop_after` ends early after checkpointing (what a killed job leaves behind), so resume can
-    be tested."""
+    be tested. Under torchrun every process calls this; only rank 0 locks and writes `out_dir`, and only
+    it returns the summary (the others: {})."""
     out = Path(out_dir)
-    with run_lock(out, "train", create=True):
-        try:
-            return _train_locked(cfg, out, resume, auto_resume, stop_after, progress)
-        except OSError as e:  # e.g. disk full: one line, and the run stays unfinished
-            raise RunDirError(f"training {out} failed: {e}") from None
+    with process_group(cfg.device) as world:
+        if world.distributed and (cfg.batch_size % world.size or cfg.nproc not in (1, world.size)):
+            raise ConfigError(f"torchrun started {world.size} processes for nproc {cfg.nproc} and batch_size "
+                              f"{cfg.batch_size} (the global batch, which they must split evenly)")
+        with run_lock(out, "train", create=True) if world.main else nullcontext():
+            try:
+                return _train_locked(cfg, out, resume, auto_resume, stop_after, progress, world)
+            except OSError as e:  # e.g. disk full: one line, and the run stays unfinished
+                raise RunDirError(f"training {out} failed: {e}") from None
 
 
 def _should_resume(out: Path, cfg: TrainConfig, resume: bool, auto_resume: bool) -> bool:
@@ -197,7 +221,8 @@ def _should_resume(out: Path, cfg: TrainConfig, resume: bool, auto_resume: bool)
     except CheckpointError as e:
         raise CheckpointError(f"{e} (delete {checkpoint} to train afresh)") from None
     saved = info.get("config") or saved_config(out)  # checkpoints before 'config' was kept: config.json
-    changed = changed_fields(saved, to_dict(cfg)) if saved else []
+    # a field added since the checkpoint was written (precision, nproc, compile) took its default then
+    changed = changed_fields({**to_dict(TrainConfig()), **saved}, to_dict(cfg)) if saved else []
     if changed and resume:
         raise ConfigError(f"--resume refuses to change what defines the run in {out}: {'; '.join(changed)} "
                           "(use another --out, or train without --resume to start afresh)")
@@ -211,85 +236,109 @@ def _should_resume(out: Path, cfg: TrainConfig, resume: bool, auto_resume: bool)
 
 
 def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, stop_after: int | None,
-                  progress: bool) -> dict:
-    """Validate everything (data, model, checkpoint, metrics) before replacing anything, then train."""
+                  progress: bool, world: World) -> dict:
+    """Validate everything (data, model, checkpoint, metrics) before replacing anything, then train. Rank 0
+    decides and writes; the other ranks read the data and checkpoint it decided on."""
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    device = cfg.device
-    recovered = recover_checkpoint(out / "checkpoint")
-    if recovered:
-        note(recovered)
-    for leftover in out.glob("*.tmp"):  # half-written files of a killed job (never read)
-        leftover.unlink()
-    resume = _should_resume(out, cfg, resume, auto_resume)
-    data = load_data(cfg)
+    device = world.device(cfg.device)
+    allow_tf32(device)
+    if world.main:
+        recovered = recover_checkpoint(out / "checkpoint")
+        if recovered:
+            note(recovered)
+        for leftover in out.glob("*.tmp"):  # half-written files of a killed job (never read)
+            leftover.unlink()
+        resume = _should_resume(out, cfg, resume, auto_resume)
+        data = load_data(cfg)  # rank 0 prepares the data, if needed, before the others read it
+    resume = broadcast(resume, world)
+    if not world.main:
+        data = load_data(cfg)
     model = make_model(cfg, data.vocab_size).to(device)
-    opt = make_optimizer(model, cfg)
+    opt = make_optimizer(model, cfg, device)
     data_rng = torch.Generator().manual_seed(cfg.seed)
     metrics = out / "metrics.jsonl"
     start, spent, kept = 0, 0.0, []  # spent: training FLOPs so far; kept: metrics lines up to the checkpoint
     if resume:
         info = load_checkpoint(out / "checkpoint", model, opt, data_rng)
+        for group in opt.param_groups:  # the checkpoint's flags are of the device it was written on
+            group.update(foreach=False, fused=fused_adamw(device) or None)
         start = info["step"]
         spent = info.get("train_flops")
         if spent is None:  # a checkpoint from before the counter: assume the steps so far cost the plan
             spent = start * train_flops_per_step(cfg, data.vocab_size)
-        kept = metrics_upto(metrics, start)
-    # Validated: only now does this run replace what the directory held (a finished run's outputs go first).
-    for stale in ("summary.json", "model.safetensors"):
-        (out / stale).unlink(missing_ok=True)
-    if not resume:
-        shutil.rmtree(out / "checkpoint", ignore_errors=True)
-    write_text(json.dumps(to_dict(cfg), indent=1), out / "config.json")
-    write_text("".join(line + "\n" for line in kept), metrics)
-    fault_point("train:committed")
+        kept = metrics_upto(metrics, start) if world.main else []
+    if world.main:  # validated: only now does this run replace what the directory held (finished runs first)
+        for stale in ("summary.json", "model.safetensors"):
+            (out / stale).unlink(missing_ok=True)
+        if not resume:
+            shutil.rmtree(out / "checkpoint", ignore_errors=True)
+        write_text(json.dumps(to_dict(cfg), indent=1), out / "config.json")
+        write_text("".join(line + "\n" for line in kept), metrics)
+        fault_point("train:committed")
 
     model.train()
-    tokens_per_step = cfg.batch_size * cfg.seq_len
+    forward = wrap(model, world)  # DDP when data-parallel (after every rank has loaded the checkpoint)
+    if cfg.compile:
+        forward = torch.compile(forward)
+    tokens_per_step = cfg.batch_size * cfg.seq_len  # the global batch
     last_logged, t_log, wall_start = start, time.perf_counter(), time.perf_counter()
-    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not progress,
+    bar = tqdm(range(start, cfg.steps), initial=start, total=cfg.steps, disable=not (progress and world.main),
                desc=f"{cfg.router}/{cfg.dataset}/seed{cfg.seed}")
     for step in bar:
         for group in opt.param_groups:
             group["lr"] = lr_at(step, cfg)
         model.router.set_progress(step / cfg.steps)
-        x, y = sample_batch(data.train, cfg.batch_size, cfg.seq_len, data_rng)
-        output = model(x.to(device), y.to(device))
-        spent += train_step_flops(model, output, cfg.seq_len)
+        seed_step(cfg.seed, step, world)
+        x, y = sample_batch(data.train, cfg.batch_size, cfg.seq_len, data_rng)  # the same on every rank
+        x, y = shard(x, world), shard(y, world)
+        with autocast_context(device, cfg.precision):
+            output = forward(x.to(device), y.to(device))
+        spent += total(train_step_flops(model, output, cfg.seq_len), world, device)
         aux = output.aux_loss if output.aux_loss is not None else torch.zeros((), device=device)
-        total = output.loss + aux
-        if not torch.isfinite(total):
-            raise TrainingDiverged(f"loss is {total.item()} at step {step} (lr {lr_at(step, cfg):.2e}); "
+        loss = output.loss + aux
+        if not torch.isfinite(loss):
+            raise TrainingDiverged(f"loss is {loss.item()} at step {step} (lr {lr_at(step, cfg):.2e}); "
                                    "lower the learning rate or check the data")
         opt.zero_grad(set_to_none=True)
-        total.backward()
+        loss.backward()
         _check_update(model, opt, cfg, step)
         done = step + 1
         logged = done % cfg.log_every == 0 or done == cfg.steps
         if logged:
             elapsed = time.perf_counter() - t_log  # training steps only: eval/checkpoint time is excluded
-            record = {"step": done, "loss": output.loss.item(), "aux": aux.item(),
-                      "layers_per_token": output.layers_per_token.mean().item(), "lr": lr_at(step, cfg),
-                      "tokens_per_s": tokens_per_step * (done - last_logged) / elapsed}
-            _append(metrics, record)
+            lm, aux_mean, lpt = mean([output.loss.item(), aux.item(), output.layers_per_token.mean().item()],
+                                     world, device)
+            speed = tokens_per_step * (done - last_logged) / elapsed
+            record = {"step": done, "loss": lm, "aux": aux_mean, "layers_per_token": lpt,
+                      "lr": lr_at(step, cfg), "tokens_per_s": speed}
+            if world.main:
+                _append(metrics, record)
             bar.set_postfix(loss=f"{record['loss']:.3f}", lpt=f"{record['layers_per_token']:.2f}")
             last_logged = done
-        if done == cfg.steps:  # e.g. early exit's threshold, to hit the capacity (most routers: nothing)
-            batches = eval_batches(data.validation, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
-            model.router.calibrate(model, [x.to(device) for x, _ in batches])
-        if done % cfg.eval_every == 0 or done == cfg.steps:
-            _append(metrics, {"step": done, "val_loss": validation_loss(model, data.validation, cfg, device),
-                              "train_flops": spent})
-        if done % cfg.checkpoint_every == 0 or done == stop_after:
-            save_checkpoint(out / "checkpoint", model, opt, data_rng,
-                            {"step": done, "train_flops": spent, "config": to_dict(cfg)})
+        if world.main:  # validation, calibration and checkpoints: rank 0 alone, on the unwrapped model
+            if done == cfg.steps:  # e.g. early exit's threshold, to hit the capacity (most routers: nothing)
+                batches = eval_batches(data.validation, cfg.batch_size, cfg.seq_len, cfg.eval_batches)
+                with autocast_context(device, cfg.precision):
+                    model.router.calibrate(model, [x.to(device) for x, _ in batches])
+            if done % cfg.eval_every == 0 or done == cfg.steps:
+                val = validation_loss(model, data.validation, cfg, device)
+                _append(metrics, {"step": done, "val_loss": val, "train_flops": spent})
+            if done % cfg.checkpoint_every == 0 or done == stop_after:
+                save_checkpoint(out / "checkpoint", model, opt, data_rng,
+                                {"step": done, "train_flops": spent, "config": to_dict(cfg)})
         if done == stop_after and done < cfg.steps:
             return {"stopped_at": done}
         if logged:
             t_log = time.perf_counter()
+    return _finish(cfg, out, model, data, spent, wall_start, world) if world.main else {}
 
-    records = [json.loads(line) for line in metrics.read_text().splitlines()]
+
+def _finish(cfg: TrainConfig, out: Path, model: SparseDepthModel, data: TokenData, spent: float,
+            wall_start: float, world: World) -> dict:
+    """Weights, then summary.json (last: it marks the run finished)."""
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     speeds = [r["tokens_per_s"] for r in records if "tokens_per_s" in r]
     summary = {
         "steps": cfg.steps,
@@ -303,7 +352,9 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, 
         "git_sha": git_sha(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
-        "device": device,
+        "device": cfg.device,
+        "world_size": world.size,
+        **precision_summary(cfg.precision, cfg.device, cfg.compile),
     }
     model.router.set_progress(1.0)
     save_weights(model, out / "model.safetensors")

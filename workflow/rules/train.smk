@@ -8,7 +8,7 @@ rule train:
     params:
         out=lambda w, output: os.path.dirname(output.summary),
         config=lambda w: grid.config_json(config, run_key(w)),
-    threads: max(1, config["threads"])
+    threads: max(1, config["threads"]) * slurm.nproc(config)  # train.nproc > 1: torchrun, from the config
     resources:
         **job_resources("train"),
     log:

@@ -2,8 +2,10 @@
 
 The rules declare these as `resources:` (workflow/rules/common.smk), so they follow the grid that runs: a
 CPU-sized grid asks for no GPU and short jobs, the GPU-sized one for a GPU per training/evaluation job and
-wall times from its FLOPs. Nothing here is site policy except what the environment gives (the variables in
-`SITE_VARIABLES`, read where Snakemake runs and passed on to every job by `sbatch --export=ALL`):
+wall times from its FLOPs; a grid with `train: {nproc: N}` gives each training job N processes (torchrun
+on one node: N GPUs as `gres`, N × threads CPUs through the rule's `threads`). Nothing here is site
+policy except what the environment gives (the variables in `SITE_VARIABLES`, read where Snakemake runs
+and passed on to every job by `sbatch --export=ALL`):
 
     SPARSEDEPTH_SLURM_ACCOUNT        -A for every job (default: none, the plugin guesses or goes without)
     SPARSEDEPTH_SLURM_PARTITION      -p for jobs without a GPU (default: the cluster's default partition)
@@ -53,10 +55,15 @@ def _minutes(minutes: float, attempt: int, env: Mapping[str, str]) -> int:
     return min(minutes, int(cap)) if cap else minutes
 
 
+def nproc(study: dict) -> int:
+    """Processes per training job (`train.nproc`: data-parallel under torchrun, one GPU each on cuda)."""
+    return int(study.get("train", {}).get("nproc", 1))
+
+
 def gpus(study: dict, rule: str) -> int:
     """GPUs a job of `rule` needs, from the grid's device (train.device, benchmark.device; `auto`: none)."""
     if rule == "train":  # evaluation runs on the CPU (sparsedepth.evaluate)
-        return int(study.get("train", {}).get("device", "cpu") == "cuda")
+        return nproc(study) * int(study.get("train", {}).get("device", "cpu") == "cuda")
     if rule == "benchmark_grid":
         return int(study.get("benchmark", {}).get("device", "auto") == "cuda")
     return 0
@@ -133,8 +140,9 @@ def mem_mb(study: dict, rule: str, key: RunKey | None = None) -> int:
             activations = tokens * d * 40 * 4 + tokens * cfg.vocab_size * 8
         on_gpu = rule == "train" and cfg.device == "cuda"
         state = 16 * n if rule == "train" else 8 * n  # weights, grads, Adam moments | weights + a copy
-        need = state + (0 if on_gpu else activations)
-        base = 8000 if on_gpu else 2000   # torch (+ CUDA context and pinned buffers)
+        copies = cfg.nproc if rule == "train" else 1  # each process holds the state; the batch is split
+        need = copies * state + (0 if on_gpu else activations)
+        base = copies * (8000 if on_gpu else 2000)   # torch (+ CUDA context and pinned buffers)
         return _round_up(base + 2 * need / 1e6, 1000)
     if rule == "prepare_data":
         return 16000 if set(study["datasets"]) & HUB_DATASETS else 4000
