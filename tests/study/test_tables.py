@@ -236,3 +236,19 @@ def test_cli_bad_columns_is_a_one_line_error(tmp_path, capsys):
     assert tables.main(["main", "--runs", str(bad), "--baseline", "dense", "--out", out]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error:") and "lacks column" in err and err.count("\n") == 1
+
+
+def test_memory_numbers_quote_the_headline_router_at_the_largest_point(results):
+    bench = results["bench"].copy()
+    before = numbers(results["runs"], results["stats"], bench, baseline="dense")
+    assert before["CpuCacheMemoryRatio"] == NOT_MEASURED
+    rows = []
+    for router, ratio, ideal in (("dense", 1.0, 1.0), ("probe", 0.58, 0.57), ("mod", 0.60, 0.56)):
+        for batch, seq in ((1, 640), (8, 640), (8, 128)):
+            rows.append({**bench.iloc[0].to_dict(), "kind": "decode", "router": router, "batch": batch,
+                         "seq_len": seq, "memory_ratio": ratio + (0.1 if (batch, seq) != (8, 640) else 0),
+                         "ideal_memory_ratio": ideal})
+    bench = pd.concat([bench, pd.DataFrame(rows)], ignore_index=True)
+    m = numbers(results["runs"], results["stats"], bench, baseline="dense")
+    assert m["CpuCacheMemoryRatio"] == "0.58" and m["CpuCacheMemoryIdeal"] == "0.57"
+    assert m["CpuPrefillMemoryRatio"] == NOT_MEASURED and m["GpuCacheMemoryRatio"] == NOT_MEASURED

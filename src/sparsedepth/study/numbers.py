@@ -63,7 +63,8 @@ RUN_MACROS = (
 BENCH_MACROS = (
     "DeviceName", "TargetRouter", "TargetBatch", "TargetSeqLen", "TargetCapacity", "TargetSpeedup",
     "TargetIdealSpeedup", "TargetEfficiency", "BestSpeedup", "BestSpeedupRouter", "OriginFlatSpeedup",
-    "OriginGatherSpeedup", "OriginGridBatch", "OriginGridSeqLen",
+    "OriginGatherSpeedup", "OriginGridBatch", "OriginGridSeqLen", "TrainMemoryRatio", "TrainMemoryIdeal",
+    "PrefillMemoryRatio", "PrefillMemoryIdeal", "CacheMemoryRatio", "CacheMemoryIdeal",
 )
 
 
@@ -167,6 +168,15 @@ def _run_numbers(runs: pd.DataFrame, stats: pd.DataFrame, baseline: str) -> dict
     return m
 
 
+def _headline(df: pd.DataFrame, router: str | None) -> pd.Series:
+    """The row the paper quotes: the given router (default: the probe router, else the first routed one)
+    at the largest batch, then the longest sequence, then the lowest capacity."""
+    routers = sorted(df["router"].unique())
+    df = df[df["router"] == (router if router in routers else "probe" if "probe" in routers else routers[0])]
+    df = df[df["batch"] == df["batch"].max()]
+    return df[df["seq_len"] == df["seq_len"].max()].sort_values("capacity").iloc[0]
+
+
 def _bench_numbers(bench: pd.DataFrame, device: str, kind: str, router: str | None) -> dict[str, str]:
     """The headline point on `device`: largest batch and sequence length measured for `kind`, gathered
     implementation, the given router (default: the probe router, else the first routed one)."""
@@ -184,15 +194,32 @@ def _bench_numbers(bench: pd.DataFrame, device: str, kind: str, router: str | No
     df = routed[(routed["kind"] == kind) & (routed["impl"] == "gather")]
     if df.empty:
         return m
-    routers = sorted(df["router"].unique())
-    router = router if router in routers else ("probe" if "probe" in routers else routers[0])
-    df = df[df["router"] == router]
-    df = df[df["batch"] == df["batch"].max()]
-    t = df[df["seq_len"] == df["seq_len"].max()].sort_values("capacity").iloc[0]
+    t = _headline(df, router)
     m.update(TargetRouter=escape_latex(t["router"]), TargetBatch=fmt_int(t["batch"]),
              TargetSeqLen=fmt_int(t["seq_len"]), TargetCapacity=f"{t['capacity']:g}",
              TargetSpeedup=fmt_num(t["speedup"]), TargetIdealSpeedup=fmt_num(t["ideal_speedup"]),
              TargetEfficiency=fmt_num(t["efficiency"]))
+    return m
+
+
+# memory ratios to dense quoted by the paper: (macro prefix, benchmark kind)
+MEMORY_KINDS = (("Train", "train_step"), ("Prefill", "prefill_cached"), ("Cache", "decode"))
+
+
+def _memory_numbers(bench: pd.DataFrame, device: str, router: str | None) -> dict[str, str]:
+    """Measured memory / dense's and its FLOP-style ideal at each kind's largest point, for the headline
+    router: training activations, generation-style prefill (with its cache), and the decode KV cache."""
+    m: dict[str, str] = {}
+    if "memory_ratio" not in bench:
+        return m
+    on = bench[(bench["device"] == device) & (bench["impl"] == "gather") & (bench["router"] != DENSE_ROUTER)]
+    for prefix, kind in MEMORY_KINDS:
+        df = on[(on["kind"] == kind) & on["memory_ratio"].notna()]
+        if df.empty:
+            continue
+        t = _headline(df, router)
+        m[f"{prefix}MemoryRatio"] = fmt_num(t["memory_ratio"])
+        m[f"{prefix}MemoryIdeal"] = fmt_num(t["ideal_memory_ratio"])
     return m
 
 
@@ -230,6 +257,7 @@ def numbers(runs: pd.DataFrame, stats: pd.DataFrame, bench: pd.DataFrame, *, bas
         found = {}
         if not bench.empty:
             found = {**_bench_numbers(on_grid(bench, "main"), device, kind, router),
+                     **_memory_numbers(on_grid(bench, "main"), device, router),
                      **_origin_grid_numbers(on_grid(bench, "origin"), device, kind)}
         m.update({prefix + k: found.get(k, NOT_MEASURED) for k in BENCH_MACROS})
     m["BenchKind"] = escape_latex(kind)
