@@ -55,7 +55,7 @@ def _minutes(minutes: float, attempt: int, env: Mapping[str, str]) -> int:
 
 def gpus(study: dict, rule: str) -> int:
     """GPUs a job of `rule` needs, from the grid's device (train.device, benchmark.device; `auto`: none)."""
-    if rule == "train":  # evaluation runs on the CPU (sparsedepth.evaluate)
+    if rule in ("train", "evaluate"):  # evaluation runs on the run's device, as training does
         return int(study.get("train", {}).get("device", "cpu") == "cuda")
     if rule == "benchmark_grid":
         return int(study.get("benchmark", {}).get("device", "auto") == "cuda")
