@@ -192,5 +192,6 @@ def test_evaluate_uses_the_runs_device_unless_told(run, tmp_path):
     if not torch.cuda.is_available():  # the run's device is honoured: no silent fallback to the CPU
         assert main(["evaluate", "--run", str(copy), "--max-batches", "1"]) == 2
     out = tmp_path / "eval.json"
-    assert main(["evaluate", "--run", str(copy), "--max-batches", "1", "--device", "cpu", "--out", str(out)]) == 0
+    args = ["evaluate", "--run", str(copy), "--max-batches", "1", "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
     assert json.loads(out.read_text())["device"] == "cpu"

@@ -8,10 +8,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import datasets
 import pytest
 import yaml
-
+from test_data import STORIES, VALID_STORIES, WIKITEXT_ROWS
+from test_data import _docs as docs_of
+from test_data import _write_parquet as write_parquet
 from test_pipeline import REPO, snakemake
+
+from sparsedepth import data
+from sparsedepth.data import SPLITS, load_corpus
 
 # What a rehearsal may change: budgets (steps, batch, evaluation and benchmark sizes), the device, threads,
 # and where the hub corpora come from. Everything else must be the paper's.
@@ -26,7 +32,7 @@ BUDGETS = {
 
 
 def _flat(value, prefix=""):
-    if isinstance(value, dict) and not prefix.startswith(("models", "variants", "primaries")):
+    if isinstance(value, dict) and not prefix.startswith(("models", "variants", "primaries", "data_paths")):
         out = {}
         for key, item in value.items():
             out.update(_flat(item, f"{prefix}.{key}" if prefix else key))
@@ -78,3 +84,45 @@ def test_rehearsal_dry_run_then_a_slice_end_to_end(tmp_path):
     assert evaluation["device"] == "cpu" and evaluation["modes"]["causal"]["test"]["n_tokens"] == 2 * 1024
     summary = json.loads((tmp_path / run / "summary.json").read_text())
     assert summary["device"] == "cpu" and summary["n_params"] > 30_000_000  # S at vocab 16384
+
+
+# --- hub-shaped local corpora ---
+
+
+def _record_load_dataset(monkeypatch: pytest.MonkeyPatch) -> list[tuple]:
+    calls: list[tuple] = []
+    real = datasets.load_dataset
+
+    def recording(path, *args, **kwargs):
+        calls.append((str(path), *args))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(datasets, "load_dataset", recording)
+    return calls
+
+
+def test_hub_snapshots_take_the_hubs_loading_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """A local copy in the hub's layout is read by the call made on the hub id, with the directory in its
+    place: TinyStories' sharded data/*.parquet, WikiText's config dir named by its dataset card."""
+    from sparsedepth.data.snapshot import WIKITEXT_CARD
+
+    calls = _record_load_dataset(monkeypatch)
+    ts = tmp_path / "ts"
+    write_parquet(STORIES, ts / "data" / "train-00000-of-00001-2d5a1467fff1081b.parquet")
+    write_parquet(VALID_STORIES, ts / "data" / "validation-00000-of-00001-869c898b519ad725.parquet")
+    (ts / "TinyStories-train.txt").write_text("not read\n<|endoftext|>\n")  # the hub's repo has these too
+    docs = docs_of(load_corpus("tinystories", local_path=str(ts)))
+    assert calls == [(str(ts), None)] and docs["validation"] == VALID_STORIES
+
+    wt = tmp_path / "wt"
+    for split, rows in WIKITEXT_ROWS.items():
+        write_parquet(rows, wt / "wikitext-2-raw-v1" / f"{split}-00000-of-00001.parquet")
+        other = wt / "wikitext-103-raw-v1" / f"{split}-00000-of-00001.parquet"
+        write_parquet([" = Other config = ", "never read"], other)
+    (wt / "README.md").write_text(WIKITEXT_CARD)  # the hub card: configs and their files
+    calls.clear()
+    docs = docs_of(load_corpus("wikitext2", local_path=str(wt)))
+    assert calls == [(str(wt), "wikitext-2-raw-v1")]
+    assert [len(docs[s]) for s in SPLITS] == [2, 1, 1] and "Other config" not in "".join(docs["train"])
+    assert data.corpus_source("wikitext2", str(wt)).names() == [
+        f"wikitext-2-raw-v1/{s}-00000-of-00001.parquet" for s in ("train", "validation", "test")]

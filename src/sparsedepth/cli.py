@@ -202,7 +202,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(columns mode,split,doc,segment,nats,tokens,bytes)")
     p.add_argument("--segment-tokens", type=int, default=2048,
                    help="targets per segment in --units (default: 2048)")
-    p.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: the run's configured device)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N (default: the run's configured device)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="generate text from a finished run (cached, routed decoding)")

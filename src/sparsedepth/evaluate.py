@@ -42,7 +42,8 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
-def load_run(run_dir: str | Path, device: str | None = None) -> tuple[SparseDepthModel, TrainConfig, TokenData]:
+def load_run(run_dir: str | Path,
+             device: str | None = None) -> tuple[SparseDepthModel, TrainConfig, TokenData]:
     """Model (eval mode, trained weights, on `device`, default the run's `device`), its config and its data,
     from a finished run directory. The model is built on the device itself (no host copy first)."""
     run_dir = Path(run_dir)

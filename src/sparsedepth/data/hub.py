@@ -203,7 +203,8 @@ def tinystories_source(local_path: str | None = None) -> Source:
 def load_tinystories(local_path: str | None = None) -> datasets.DatasetDict:
     """TinyStories, one story per document; test = a seeded sample of train the size of validation."""
     local = local_dir("tinystories", local_path)
-    snapshot = local is not None and is_snapshot(local, _TINYSTORIES_FILES, ("train", "validation"), card=False)
+    required = ("train", "validation")
+    snapshot = local is not None and is_snapshot(local, _TINYSTORIES_FILES, required, card=False)
     if local is None or snapshot:
         hint = (
             f"pass local_path=<dir> holding the hub's data/train-*.parquet and data/validation-*.parquet "

@@ -116,9 +116,11 @@ def write_snapshots(root: str | Path, train_chars: int = 2_000_000) -> dict[str,
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m sparsedepth.data.snapshot", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m sparsedepth.data.snapshot",
+                                     description=__doc__.split("\n")[0])
     parser.add_argument("root", help="directory to write tinystories/ and wikitext2/ into")
-    parser.add_argument("--train-chars", type=int, default=2_000_000, help="TinyStories train text (characters)")
+    parser.add_argument("--train-chars", type=int, default=2_000_000,
+                        help="TinyStories train text (characters)")
     args = parser.parse_args(argv)
     for name, path in write_snapshots(args.root, args.train_chars).items():
         print(f"{name}: {path}")
