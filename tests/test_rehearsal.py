@@ -61,7 +61,8 @@ def test_rehearsal_dry_run_then_a_slice_end_to_end(tmp_path):
     vocabulary through the hub's loading path, and one paper-shaped run trains and evaluates."""
     shutil.copytree(REPO / "paper", tmp_path / "paper", ignore=shutil.ignore_patterns("*.pdf", "*.aux"))
     rehearsal = str(REPO / "config" / "rehearsal.yaml")
-    dry = snakemake("-n", "--cores", "2", "--configfile", rehearsal, "--directory", str(tmp_path), timeout=600)
+    dry = snakemake("-n", "--cores", "2", "--configfile", rehearsal, "--directory", str(tmp_path),
+                    timeout=600)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     counts = _job_counts(dry.stdout)
     assert counts["train"] == counts["evaluate"] == 2 * 8 * 4 * 5  # models × arms × corpora × seeds
