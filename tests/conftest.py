@@ -40,3 +40,34 @@ def tiny_shakespeare_run(root: Path) -> Path:
     })
     train(cfg, root / "run", progress=False)
     return root / "run"
+
+
+class DeviceGuard(torch.overrides.TorchFunctionMode):
+    """Fails the first torch call that touches a tensor off `device` (inputs or outputs), except explicit
+    transfers (`.to`, `.cpu`, `copy_`, reading results to the host). Used under
+    `torch.set_default_device("meta")`, it catches on a CPU-only machine what breaks on a GPU: a tensor
+    made without following the configured device (a factory call without `device=`) lands on meta."""
+
+    TRANSFERS = {torch.Tensor.to, torch.Tensor.cpu, torch.Tensor.cuda, torch.Tensor.copy_, torch.Tensor.numpy,
+                 torch.Tensor.item, torch.Tensor.tolist}
+
+    def __init__(self, device: str) -> None:
+        super().__init__()
+        self.device, self.calls = torch.device(device), 0
+
+    def _check(self, func, values, where: str) -> None:
+        flat = torch.utils._pytree.tree_flatten(values)[0]
+        wrong = {str(t.device) for t in flat if isinstance(t, torch.Tensor) and t.device != self.device}
+        if wrong:
+            name = getattr(func, "__qualname__", None) or getattr(func, "__name__", repr(func))
+            raise AssertionError(f"{name}: {where} on {sorted(wrong)}, configured device {self.device}")
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func in self.TRANSFERS:
+            return func(*args, **kwargs)
+        self.calls += 1
+        self._check(func, (args, kwargs), "input")
+        out = func(*args, **kwargs)
+        self._check(func, out, "output")
+        return out

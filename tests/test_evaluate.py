@@ -135,8 +135,8 @@ def test_non_finite_loss_fails_loudly_and_writes_nothing(run, tmp_path, monkeypa
 
     original = evaluate.load_run
 
-    def poisoned(run_dir):
-        model, cfg, data = original(run_dir)
+    def poisoned(run_dir, device=None):
+        model, cfg, data = original(run_dir, device)
         with torch.no_grad():
             model.norm_f.weight[0] = float("nan")
         return model, cfg, data
@@ -145,3 +145,53 @@ def test_non_finite_loss_fails_loudly_and_writes_nothing(run, tmp_path, monkeypa
     with pytest.raises(NonFiniteLoss, match="evaluation loss is nan"):
         evaluate_run(run[0], out_path=tmp_path / "eval.json", units_path=tmp_path / "units.csv")
     assert not (tmp_path / "eval.json").exists() and not (tmp_path / "units.csv").exists()
+
+
+# --- device: evaluation follows the configured device (issue 16) ---
+
+
+def _evaluate_guarded(run_dir, **kwargs):
+    """evaluate_run under the device guard: default device meta, configured device cpu."""
+    from conftest import DeviceGuard
+
+    guard = DeviceGuard("cpu")
+    torch.set_default_device("meta")
+    try:
+        with guard:
+            return evaluate_run(run_dir, max_batches=1, device="cpu", **kwargs), guard
+    finally:
+        torch.set_default_device(None)
+
+
+def test_every_evaluation_tensor_follows_the_configured_device(run):
+    result, guard = _evaluate_guarded(run[0])
+    assert guard.calls > 100 and result["device"] == "cpu"  # the guard saw the forward passes and probes
+    assert result["modes"]["causal"]["validation"]["loss"] > 0
+
+
+def test_the_device_guard_catches_a_tensor_on_the_wrong_device(run, monkeypatch):
+    import sparsedepth.evaluate as evaluate
+
+    def careless(model, idx):  # a factory call that ignores the model's device, as a GPU bug would
+        return model(idx + torch.zeros(idx.shape, dtype=idx.dtype))
+
+    monkeypatch.setattr(evaluate, "forward", careless)
+    with pytest.raises(Exception, match="meta"):
+        _evaluate_guarded(run[0])
+
+
+def test_evaluate_uses_the_runs_device_unless_told(run, tmp_path):
+    import shutil
+
+    from sparsedepth.cli import main
+
+    copy = tmp_path / "cuda-run"
+    shutil.copytree(run[0], copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    (copy / "config.json").write_text(json.dumps({**cfg, "device": "cuda"}))
+    if not torch.cuda.is_available():  # the run's device is honoured: no silent fallback to the CPU
+        assert main(["evaluate", "--run", str(copy), "--max-batches", "1"]) == 2
+    out = tmp_path / "eval.json"
+    args = ["evaluate", "--run", str(copy), "--max-batches", "1", "--device", "cpu", "--out", str(out)]
+    assert main(args) == 0
+    assert json.loads(out.read_text())["device"] == "cpu"

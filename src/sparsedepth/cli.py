@@ -148,7 +148,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_run
 
     result = evaluate_run(args.run, max_batches=args.max_batches, out_path=args.out, units_path=args.units,
-                          segment_tokens=args.segment_tokens)
+                          segment_tokens=args.segment_tokens, device=args.device)
     for mode, entry in result["modes"].items():
         v = entry["validation"]
         print(f"{mode}: val loss {v['loss']:.4f}  ppl {v['ppl']:.2f}  bpb {v['bpb'] or float('nan'):.4f}  "
@@ -209,6 +209,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(columns mode,split,doc,segment,nats,tokens,bytes)")
     p.add_argument("--segment-tokens", type=int, default=2048,
                    help="targets per segment in --units (default: 2048)")
+    p.add_argument("--device", default=None,
+                   help="cpu, cuda or cuda:N (default: the run's configured device)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("sample", help="generate text from a finished run (cached, routed decoding)")

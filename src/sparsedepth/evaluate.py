@@ -3,6 +3,10 @@
 Routers with a non-causal training rule (MoD's top-k) are evaluated in both inference modes, so the
 paper can show what causality costs. Whole splits are scored by default, and the per-(document, segment)
 units table (`units.py`) lets statistics resample documents rather than trust a handful of batches.
+
+Evaluation runs on the run's configured device (`train.device`, or `--device`): the model is built there,
+every batch and probe moves there, and only summed results come back to the host. Every forward pass goes
+through `forward`, the one place a precision context (autocast) wraps evaluation.
 """
 
 from __future__ import annotations
@@ -18,11 +22,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from . import precision
 from .atomic import write_csv, write_text
 from .checkpoint import CheckpointError, load_weights
 from .data import TokenData, eval_batches
 from .flops import counted_flops, dense_forward_flops, output_flops, train_step_flops
 from .model import SparseDepthModel
+from .precision import autocast_context
 from .rundir import RunDirError, read_json, run_lock
 from .train import TrainConfig, TrainingDiverged, load_data, make_model
 from .units import UNIT_COLUMNS, token_byte_lengths, unit_table
@@ -30,8 +36,18 @@ from .units import UNIT_COLUMNS, token_byte_lengths, unit_table
 UNITS_CSV_COLUMNS = ["mode", "split", *UNIT_COLUMNS]
 
 
-def load_run(run_dir: str | Path) -> tuple[SparseDepthModel, TrainConfig, TokenData]:
-    """Model (eval mode, trained weights), its config and its data, from a finished run directory."""
+def resolve_device(device: str) -> torch.device:
+    """The device to evaluate on; CUDA asked for where there is none is a ValueError (one line, exit 2)."""
+    dev = torch.device(device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for but CUDA is not available here (use --device cpu)")
+    return dev
+
+
+def load_run(run_dir: str | Path,
+             device: str | None = None) -> tuple[SparseDepthModel, TrainConfig, TokenData]:
+    """Model (eval mode, trained weights, on `device`, default the run's `device`), its config and its data,
+    from a finished run directory. The model is built on the device itself (no host copy first)."""
     run_dir = Path(run_dir)
     weights = run_dir / "model.safetensors"
     if not weights.exists() or not (run_dir / "summary.json").exists():
@@ -39,9 +55,20 @@ def load_run(run_dir: str | Path) -> tuple[SparseDepthModel, TrainConfig, TokenD
                               "(train it first)")
     cfg = TrainConfig.from_dict(read_json(run_dir / "config.json", "the run's config"))
     data = load_data(cfg)
-    model = make_model(cfg, data.vocab_size)
+    with torch.device(resolve_device(device or cfg.device)):
+        model = make_model(cfg, data.vocab_size)
     load_weights(model, weights)
     return model.eval(), cfg, data
+
+
+def model_device(model: SparseDepthModel) -> torch.device:
+    return next(model.parameters()).device
+
+
+def forward(model: SparseDepthModel, idx: Tensor):
+    """The one place evaluation enters the model's forward pass (the split scores run it under the run's
+    precision, `sparsedepth.precision.autocast_context`; the FLOP and causality probes in full fp32)."""
+    return model(idx)
 
 
 def inference_modes(model: SparseDepthModel) -> list[str]:
@@ -73,10 +100,12 @@ def evaluate_split(model: SparseDepthModel, tokens: np.ndarray, batch_size: int,
         n_windows = min(n_windows, max_batches * batch_size)
     nats = np.empty(n_windows * seq_len, dtype=np.float64)
     filled, layer_sum, flops = 0, 0.0, 0.0
+    device = model_device(model)
     for x, y in eval_batches(tokens, batch_size, seq_len, max_batches):
-        out = model(x)
+        x, y = x.to(device), y.to(device)
+        out = forward(model, x)
         token_nats = F.cross_entropy(out.logits.flatten(0, 1).float(), y.flatten(), reduction="none")
-        nats[filled : filled + y.numel()] = token_nats.double().numpy()
+        nats[filled : filled + y.numel()] = token_nats.double().cpu().numpy()
         filled += y.numel()
         layer_sum += out.layers_per_token.double().sum().item()
         flops += output_flops(model, out, x.shape[1])
@@ -108,15 +137,21 @@ def evaluate_split(model: SparseDepthModel, tokens: np.ndarray, batch_size: int,
 def _logits(model: SparseDepthModel, idx: Tensor, seed: int) -> Tensor:
     """Forward with the global RNG reset, so routers that draw random numbers draw the same ones."""
     torch.manual_seed(seed)
-    return model(idx).logits
+    return forward(model, idx).logits
+
+
+@torch.no_grad()
+def _random_tokens(model: SparseDepthModel, like: Tensor, seed: int) -> Tensor:
+    """Random tokens drawn on the host (the same on every device), then moved to `like`'s device."""
+    g = torch.Generator(device="cpu").manual_seed(seed)
+    return torch.randint(0, model.cfg.vocab_size, like.shape, generator=g, device="cpu").to(like.device)
 
 
 @torch.no_grad()
 def causality_violation(model: SparseDepthModel, idx: Tensor, t: int, seed: int = 0) -> float:
     """Largest change of logits at positions ≤ t when every token after t is replaced at random."""
-    g = torch.Generator().manual_seed(seed)
     changed = idx.clone()
-    changed[:, t + 1:] = torch.randint(0, model.cfg.vocab_size, changed[:, t + 1:].shape, generator=g)
+    changed[:, t + 1:] = _random_tokens(model, changed[:, t + 1:], seed)
     a = _logits(model, idx, seed)[:, : t + 1]
     b = _logits(model, changed, seed)[:, : t + 1]
     return (a - b).abs().max().item()
@@ -125,9 +160,8 @@ def causality_violation(model: SparseDepthModel, idx: Tensor, t: int, seed: int 
 @torch.no_grad()
 def batch_leak(model: SparseDepthModel, idx: Tensor, sample: int = 0, seed: int = 0) -> float:
     """Largest change of any other sample's logits when one sample's tokens are replaced."""
-    g = torch.Generator().manual_seed(seed)
     changed = idx.clone()
-    changed[sample] = torch.randint(0, model.cfg.vocab_size, changed[sample].shape, generator=g)
+    changed[sample] = _random_tokens(model, changed[sample], seed)
     keep = [i for i in range(idx.shape[0]) if i != sample]
     return (_logits(model, idx, seed)[keep] - _logits(model, changed, seed)[keep]).abs().max().item()
 
@@ -140,23 +174,24 @@ def training_flops_per_token(model: SparseDepthModel, idx: Tensor) -> float:
     was_training = model.training
     model.train()
     torch.manual_seed(0)
-    out = model(idx)
+    out = forward(model, idx)
     model.train(was_training)
     return train_step_flops(model, out, idx.shape[1]) / idx.numel()
 
 
 def evaluate_run(
     run_dir: str | Path, max_batches: int | None = None, out_path: str | Path | None = None,
-    units_path: str | Path | None = None, segment_tokens: int = 2048,
+    units_path: str | Path | None = None, segment_tokens: int = 2048, device: str | None = None,
 ) -> dict:
     """Evaluate a run on the whole of validation and test (or `max_batches` batches) in every inference
     mode; optionally write eval.json and the units CSV (mode, split, doc, segment, nats, tokens, bytes),
     each atomically, holding the run's lock (not while it trains). Any non-finite number fails it: no
-    file is written. The returned dict is eval.json's content."""
+    file is written. `device`: where to evaluate (default the run's `device`); eval.json records it. The
+    returned dict is eval.json's content."""
     if segment_tokens < 1:  # before the (long) evaluation, not after it
         raise ValueError(f"segment_tokens must be >= 1, got {segment_tokens}")
     with run_lock(run_dir, "evaluate"):
-        result, units = _evaluate_locked(run_dir, max_batches, segment_tokens)
+        result, units = _evaluate_locked(run_dir, max_batches, segment_tokens, device)
         _refuse_non_finite(result)
         try:
             if units_path is not None:
@@ -176,23 +211,27 @@ def _refuse_non_finite(value: Any, where: str = "eval") -> None:
         raise NonFiniteLoss(f"evaluation result {where} is {value}: the model is broken")
 
 
-def _evaluate_locked(run_dir: str | Path, max_batches: int | None,
-                     segment_tokens: int) -> tuple[dict, pd.DataFrame]:
-    model, cfg, data = load_run(run_dir)
+def _evaluate_locked(run_dir: str | Path, max_batches: int | None, segment_tokens: int,
+                     device: str | None = None) -> tuple[dict, pd.DataFrame]:
+    model, cfg, data = load_run(run_dir, device)
     byte_lengths = token_byte_lengths(data.tokenizer)
     probe = next(eval_batches(data.validation, min(4, cfg.batch_size), cfg.seq_len, 1))[0]
+    probe = probe.to(model_device(model))
     result = {"run_dir": str(run_dir), "router": cfg.router, "dataset": cfg.dataset, "seed": cfg.seed,
-              "capacity": cfg.capacity, "segment_tokens": segment_tokens, "modes": {}}
+              "capacity": cfg.capacity, "segment_tokens": segment_tokens,
+              "device": str(model_device(model)),
+              "precision": precision.resolve(cfg.precision, model_device(model)), "modes": {}}
     tables = []
     for mode in inference_modes(model):
         set_mode(model, mode)
         entry = {}
-        for split in ("validation", "test"):
-            entry[split] = evaluate_split(model, data.split(split), cfg.batch_size, cfg.seq_len, max_batches,
-                                          byte_lengths=byte_lengths, eot_id=data.eot_id,
-                                          segment_tokens=segment_tokens)
+        for split in ("validation", "test"):  # in the precision the run trained in (bf16 on CUDA by default)
+            with autocast_context(model_device(model), cfg.precision):
+                entry[split] = evaluate_split(model, data.split(split), cfg.batch_size, cfg.seq_len,
+                                              max_batches, byte_lengths=byte_lengths, eot_id=data.eot_id,
+                                              segment_tokens=segment_tokens)
             tables.append(entry[split].pop("units").assign(mode=mode, split=split))
-        entry["counted_flops_per_token"] = counted_flops(lambda: model(probe)) / probe.numel()
+        entry["counted_flops_per_token"] = counted_flops(lambda: forward(model, probe)) / probe.numel()
         entry["train_flops_per_token"] = training_flops_per_token(model, probe)
         entry["causality_violation"] = causality_violation(model, probe, cfg.seq_len // 2)
         entry["batch_leak"] = batch_leak(model, probe) if probe.shape[0] > 1 else 0.0

@@ -47,8 +47,9 @@ def test_profile_keys_name_rules_of_the_workflow():
 def test_gpus_follow_the_grids_device(config, train_gpu, bench_gpu):
     study = load_study(REPO / "config" / config)
     assert slurm.gpus(study, "train") == int(train_gpu)
+    assert slurm.gpus(study, "evaluate") == int(train_gpu)  # evaluation runs on the run's device (issue 16)
     assert slurm.gpus(study, "benchmark_grid") == int(bench_gpu)
-    for rule in ("evaluate", "prepare_data", "aggregate", "stats", "figure", "table", "paper"):
+    for rule in ("prepare_data", "aggregate", "stats", "figure", "table", "paper"):
         assert slurm.gpus(study, rule) == 0, rule
     assert ("gres" in slurm.site(slurm.gpus(study, "train"), env={})) == train_gpu
 

@@ -33,6 +33,7 @@ rule evaluate:
         run=lambda w, input: os.path.dirname(input.summary),
         limit=evaluate_limit(),
         segment=config["evaluate"]["segment_tokens"],
+        device=lambda w: grid.train_config(config, run_key(w)).device,  # the run's device, as training
     threads: max(1, config["threads"])
     resources:
         **job_resources("evaluate"),
@@ -42,4 +43,5 @@ rule evaluate:
         ENV
     shell:
         "OMP_NUM_THREADS={threads} python -m sparsedepth evaluate --run {params.run:q} --out {output.eval:q} "
-        "--units {output.units:q} --segment-tokens {params.segment:q} {params.limit} > {log:q} 2>&1"
+        "--units {output.units:q} --segment-tokens {params.segment:q} --device {params.device:q} {params.limit} "
+        "> {log:q} 2>&1"

@@ -1,6 +1,9 @@
 """Corpora published on the Hugging Face hub (TinyStories, WikiText-2): loaded from the hub by online users,
-or from local files in the hub's own formats (parquet, or the raw .txt releases) given as ``data_path`` or
-found in ``$SPARSEDEPTH_DATA_DIR/<name>/``. Hub access is decided in milliseconds, never by a hang."""
+or from local files given as ``data_path`` or found in ``$SPARSEDEPTH_DATA_DIR/<name>/``. A local copy in the
+hub's own layout (a snapshot: the hub's parquet shards, and for WikiText its dataset card naming the configs)
+goes through exactly the hub's code path, ``datasets.load_dataset(<dir>, <config>)`` in place of the hub id;
+loose parquet or the raw .txt releases are read file by file. Hub access is decided in milliseconds, never
+by a hang."""
 
 from __future__ import annotations
 
@@ -46,15 +49,29 @@ def hub_unavailable() -> str | None:
     return None
 
 
-def load_hub(path: str, config: str | None, *, dataset: str, hint: str) -> datasets.DatasetDict:
-    """``datasets.load_dataset`` on the hub, with any failure turned into a DataError carrying `hint`."""
-    reason = hub_unavailable()
-    if reason is not None:
-        raise DataError(f"{dataset}: the Hugging Face hub is unavailable ({reason}); {hint}")
+def load_hub(path: str, config: str | None, *, dataset: str, hint: str,
+             snapshot: Path | None = None) -> datasets.DatasetDict:
+    """``datasets.load_dataset(path, config)`` on the hub, or on `snapshot` (a local copy in the hub's
+    layout) in place of the hub id: one call either way, so a rehearsal on local files exercises the
+    download's path. Any failure is a DataError carrying `hint`."""
+    if snapshot is None:
+        reason = hub_unavailable()
+        if reason is not None:
+            raise DataError(f"{dataset}: the Hugging Face hub is unavailable ({reason}); {hint}")
+    where = path if snapshot is None else str(snapshot)
     try:
-        return datasets.load_dataset(path, config)
+        return datasets.load_dataset(where, config)
     except Exception as exc:  # connection, auth, missing-config errors all mean: use local files
-        raise DataError(f"{dataset}: loading {path!r} from the hub failed ({one_line(exc)}); {hint}") from exc
+        origin = "from the hub" if snapshot is None else "as a local hub snapshot"
+        raise DataError(f"{dataset}: loading {where!r} {origin} failed ({one_line(exc)}); {hint}") from exc
+
+
+def is_snapshot(local: Path, patterns: dict[str, Sequence[str]], required: Sequence[str],
+                card: bool) -> bool:
+    """Whether `local` holds the hub's layout: each required split's first (the hub's) pattern matches, and
+    the dataset card (README.md, whose YAML names the configs) is there when the hub needs it to pick one."""
+    has_card = (local / "README.md").is_file()
+    return (has_card or not card) and all(find_files(local, patterns[s][:1]) for s in required)
 
 
 def local_dir(name: str, local_path: str | None) -> Path | None:
@@ -186,14 +203,16 @@ def tinystories_source(local_path: str | None = None) -> Source:
 def load_tinystories(local_path: str | None = None) -> datasets.DatasetDict:
     """TinyStories, one story per document; test = a seeded sample of train the size of validation."""
     local = local_dir("tinystories", local_path)
-    if local is None:
+    required = ("train", "validation")
+    snapshot = local is not None and is_snapshot(local, _TINYSTORIES_FILES, required, card=False)
+    if local is None or snapshot:
         hint = (
             f"pass local_path=<dir> holding the hub's data/train-*.parquet and data/validation-*.parquet "
             f"(or TinyStories-train.txt/TinyStories-valid.txt), or put them in ${DATA_DIR_ENV}/tinystories/"
         )
-        hub = load_hub(TINYSTORIES_HUB, None, dataset="tinystories", hint=hint)
+        hub = load_hub(TINYSTORIES_HUB, None, dataset="tinystories", hint=hint, snapshot=local)
         splits = {s: drop_empty(hub[s].select_columns(["text"])) for s in hub}
-        source = f"hf://datasets/{TINYSTORIES_HUB}"
+        source = f"hf://datasets/{TINYSTORIES_HUB}" if local is None else str(local)
     else:
         found = found_files("tinystories", local, _TINYSTORIES_FILES, ("train", "validation"))
         splits = {s: _tinystories_split(files) for s, files in found.items() if files}
@@ -240,14 +259,15 @@ def wikitext2_source(local_path: str | None = None) -> Source:
 def load_wikitext2(local_path: str | None = None) -> datasets.DatasetDict:
     """WikiText-2 (raw), one article per document, with the dataset's own train/validation/test."""
     local = local_dir("wikitext2", local_path)
-    if local is None:
+    snapshot = local is not None and is_snapshot(local, _WIKITEXT_FILES, SPLITS, card=True)
+    if local is None or snapshot:
         hint = (
             f"pass local_path=<dir> holding {{train,validation,test}}-*.parquet of {WIKITEXT_HUB[1]} "
             f"(or wiki.{{train,valid,test}}.raw), or put them in ${DATA_DIR_ENV}/wikitext2/"
         )
-        hub = load_hub(*WIKITEXT_HUB, dataset="wikitext2", hint=hint)
+        hub = load_hub(*WIKITEXT_HUB, dataset="wikitext2", hint=hint, snapshot=local)
         rows = {s: hub[s]["text"] for s in SPLITS}
-        source = f"hf://datasets/{WIKITEXT_HUB[0]} ({WIKITEXT_HUB[1]})"
+        source = f"hf://datasets/{WIKITEXT_HUB[0]} ({WIKITEXT_HUB[1]})" if local is None else str(local)
     else:
         found = found_files("wikitext2", local, _WIKITEXT_FILES, SPLITS)
         rows = {s: load_files(found[s])["text"] for s in SPLITS}

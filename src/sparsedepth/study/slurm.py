@@ -62,8 +62,10 @@ def nproc(study: dict) -> int:
 
 def gpus(study: dict, rule: str) -> int:
     """GPUs a job of `rule` needs, from the grid's device (train.device, benchmark.device; `auto`: none)."""
-    if rule == "train":  # evaluation runs on the CPU (sparsedepth.evaluate)
+    if rule == "train":  # N data-parallel processes, one GPU each
         return nproc(study) * int(study.get("train", {}).get("device", "cpu") == "cuda")
+    if rule == "evaluate":  # evaluation runs on the run's device, in one process
+        return int(study.get("train", {}).get("device", "cpu") == "cuda")
     if rule == "benchmark_grid":
         return int(study.get("benchmark", {}).get("device", "auto") == "cuda")
     return 0
