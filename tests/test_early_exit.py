@@ -1,11 +1,20 @@
-"""Early exit: exited tokens keep serving as keys/values (state propagation), calibration, exit loss."""
+"""Early exit: exited tokens keep serving as keys/values (state propagation), calibration, exit loss, and
+CALM's three confidence measures (each causal, batch-independent and decodable with a cache)."""
 
+import pytest
 import torch
 from conftest import make, tokens
 
+from sparsedepth import ConfigError
+from sparsedepth.cache import KVCache
+from sparsedepth.evaluate import batch_leak, causality_violation
+from sparsedepth.generate import decode_step
 from sparsedepth.model import apply_routed
 from sparsedepth.routing.base import Decision
-from sparsedepth.routing.early_exit import EarlyExitRouter, PropagatingDecision
+from sparsedepth.routing.early_exit import CONFIDENCE_RANGE, EarlyExitRouter, PropagatingDecision, consistent
+
+MEASURES = list(CONFIDENCE_RANGE)
+TOL = 1e-5
 
 
 class ExitAtPosition(EarlyExitRouter):
@@ -108,3 +117,68 @@ def test_rotational_curriculum_reads_out_alternate_layers_each_step(tiny_cfg):
     assert seen[0] and seen[1] and not seen[0] & seen[1]
     assert seen[0] | seen[1] == set(range(1, tiny_cfg.n_layers))
     assert "router.steps" in model.state_dict()  # the rotation phase is checkpointed (exact resume)
+
+
+def calibrated(cfg, confidence: str, capacity: float = 0.5):
+    """An untrained model whose threshold is calibrated so that tokens do exit, at different depths."""
+    model = make("early_exit", cfg, capacity=capacity, confidence=confidence).eval()
+    model.router.calibrate(model, [tokens(cfg, batch=4, length=48, seed=3)])
+    return model
+
+
+@pytest.mark.parametrize("confidence", MEASURES)
+def test_each_measure_is_causal_batch_independent_and_decodes_like_the_full_pass(confidence, tiny_cfg):
+    model = calibrated(tiny_cfg, confidence)
+    seq = tokens(tiny_cfg, batch=3, length=40)
+    full = model(seq)
+    assert full.layers_per_token.unique().numel() > 1  # the test has teeth: exits at several depths
+    for t in (0, 10, 30):
+        assert causality_violation(model, seq, t) < TOL, f"{confidence} leaks the future into {t}"
+    for sample in (0, 2):
+        assert batch_leak(model, seq, sample) < TOL
+    cache = KVCache.empty(model, 3)
+    out = model(seq[:, :12], cache=cache)
+    steps, layers = [out.logits], [out.layers_per_token]
+    for t in range(12, 40):
+        out = decode_step(model, seq[:, t], cache)
+        steps.append(out.logits)
+        layers.append(out.layers_per_token)
+    torch.testing.assert_close(torch.cat(steps, dim=1), full.logits, atol=3e-5, rtol=1e-4)
+    assert torch.equal(torch.cat(layers, dim=1), full.layers_per_token)
+    assert torch.all(cache.lengths() == 40)  # propagation: every block cached every token
+
+
+@pytest.mark.parametrize("confidence", MEASURES)
+def test_calibration_covers_each_measure_range(confidence, tiny_cfg):
+    model = calibrated(tiny_cfg, confidence, capacity=0.6)
+    low, high = CONFIDENCE_RANGE[confidence]
+    assert low <= model.router.threshold.item() <= high
+    ran = model(tokens(tiny_cfg, batch=4, length=48, seed=3)).routing.float().mean().item()
+    assert abs(ran - 0.6) < 0.1, ran
+
+
+def test_classifier_labels_are_causal_and_its_loss_trains_only_the_classifier(tiny_cfg):
+    model = make("early_exit", tiny_cfg, confidence="classifier", max_layer_dropout=0.0).train()
+    idx = tokens(tiny_cfg, batch=2)
+    changed = idx.clone()
+    changed[:, 21:] = tokens(tiny_cfg, batch=2, seed=9)[:, 21:]
+
+    def labels(x):
+        out = model(x, x)
+        return torch.stack([consistent(model.readout(h), out.logits) for _, h in model.router.hidden])
+
+    a, b = labels(idx), labels(changed)
+    assert a.shape[0] == tiny_cfg.n_layers - 1  # rotation 1: every checked layer is labelled each step
+    assert torch.equal(a[..., :21], b[..., :21])  # a label sees no later token
+
+    model = make("early_exit", tiny_cfg, confidence="classifier", exit_loss_weight=0.0).train()
+    out = model(idx, idx)
+    out.aux_loss.backward()  # the classifier's BCE alone
+    assert all(c.weight.grad.abs().sum() > 0 for c in model.router.classifier)
+    trunk = [p for name, p in model.named_parameters() if not name.startswith("router.")]
+    assert all(p.grad is None for p in trunk)  # stop-gradient: the trunk never sees the classifier
+
+
+def test_unknown_confidence_is_rejected(tiny_cfg):
+    with pytest.raises(ConfigError, match="confidence"):
+        make("early_exit", tiny_cfg, confidence="entropy")

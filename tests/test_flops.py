@@ -10,7 +10,14 @@ import pytest
 import torch
 
 from sparsedepth import ROUTERS
-from sparsedepth.flops import exit_readouts, output_flops, train_flops_per_step, train_step_flops
+from sparsedepth.flops import (
+    counted_flops,
+    exit_readouts,
+    output_flops,
+    train_flops_per_step,
+    train_step_flops,
+)
+from sparsedepth.routing.early_exit import CONFIDENCE_RANGE
 from sparsedepth.train import TrainConfig, make_model
 
 VOCAB, T, B = 512, 64, 8
@@ -83,3 +90,52 @@ def test_curriculum_costs_more_and_the_plan_is_independent_of_the_global_rng():
     assert torch.equal(state, torch.get_rng_state())
     assert plain < ramp < train_flops_per_step(config("dense"))
     assert train_flops_per_step(config("mod"), vocab_size=2 * VOCAB) > plain  # the head grows with V
+
+
+# --- early exit's confidence measures: analytic = torch's FlopCounterMode, training and inference ---------
+
+@pytest.mark.parametrize("confidence", list(CONFIDENCE_RANGE))
+@pytest.mark.parametrize("exit_loss_weight", [1.0, 0.0])
+def test_early_exit_training_step_flops_equal_counted(confidence, exit_loss_weight):
+    """Forward + backward of one training step, counted by torch, equals the analytic step: exit-loss
+    read-outs at 3 × the head, the classifier at 2 × its weights (its input is detached), and without an
+    exit loss the classifier's label read-out at 1 × the head (no gradient)."""
+    options = {"rotation": 2, "max_layer_dropout": 0.0, "confidence": confidence,
+               "exit_loss_weight": exit_loss_weight}
+    cfg = config("early_exit", router_options=options)
+    model = make_model(cfg, VOCAB).train()
+    x = torch.randint(0, VOCAB, (2, T), generator=torch.Generator().manual_seed(1))
+    outputs = []
+
+    def step():
+        out = model(x, x)
+        loss = out.loss if out.aux_loss is None else out.loss + out.aux_loss
+        loss.backward()
+        outputs.append(out)
+
+    counted = counted_flops(step)
+    assert counted == pytest.approx(train_step_flops(model, outputs[0], T), rel=1e-12)
+
+
+@pytest.mark.parametrize("confidence, per_layer", [("softmax", 2 * 32 * VOCAB), ("saturation", 6 * 32),
+                                                   ("classifier", 2 * 32)])
+def test_early_exit_inference_flops_equal_counted_with_each_measure_cost(confidence, per_layer):
+    cfg = config("early_exit", router_options={"confidence": confidence})
+    model = make_model(cfg, VOCAB).eval()
+    assert model.router.flops_per_token() == 3 * per_layer  # layers 1, 2, 3 are checked
+    batch = torch.randint(0, VOCAB, (4, T), generator=torch.Generator().manual_seed(2))
+    model.router.calibrate(model, [batch])
+    x = torch.randint(0, VOCAB, (1, T), generator=torch.Generator().manual_seed(3))
+    out = model(x)
+    assert out.layers_per_token.mean() < 4  # tokens exit
+    assert counted_flops(lambda: model(x)) == pytest.approx(output_flops(model, out, T), rel=1e-9)
+
+
+def test_classifier_plan_is_exact_without_layer_dropout():
+    cfg = config("early_exit", steps=5, router_options={"rotation": 2, "max_layer_dropout": 0.0,
+                                                        "confidence": "classifier"})
+    step_sum, _ = actual(cfg)
+    assert cfg.steps * train_flops_per_step(cfg) == pytest.approx(step_sum, rel=1e-12)
+    plain = config("early_exit", steps=5, router_options={"rotation": 2, "max_layer_dropout": 0.0})
+    classifier = 4 * 32 * (2 + 1 + 2 + 1 + 2) * T * B  # 4·d per read-out layer per token
+    assert cfg.steps * (train_flops_per_step(cfg) - train_flops_per_step(plain)) == pytest.approx(classifier)

@@ -21,13 +21,6 @@ from torch.utils.flop_counter import FlopCounterMode
 from .config import ConfigError, ModelConfig, to_dict
 from .model import make_router
 from .routing import Router
-from .routing.base import capacity_count
-from .routing.early_exit import EarlyExitRouter
-from .routing.layerdrop import LayerDropRouter, drop_probabilities
-from .routing.mod import MoDRouter
-from .routing.mor import MoRRouter
-from .routing.probe import FrozenProbeRouter, ProbeRouter
-from .routing.random import RandomRouter
 
 if TYPE_CHECKING:
     from .train import TrainConfig
@@ -101,22 +94,23 @@ def model_flops(model, idx: Tensor) -> dict[str, float]:
 # --- training FLOPs: what one optimizer step costs ------------------------------------------------------
 
 def exit_readouts(router: Router) -> int:
-    """Head passes over the batch that early exit's loss made in the last training forward (else 0)."""
-    return len(router.hidden) if isinstance(router, EarlyExitRouter) and router.training else 0
+    """Head passes over the batch (forward and backward) that the router's training loss made in the last
+    training forward: early exit's exit loss (0 for every other router, and outside training)."""
+    return router.training_readouts()
 
 
 def train_step_flops(model, out, seq_len: int) -> float:
     """Analytic FLOPs of the training step whose forward produced `out`: 3 × (the forward of the blocks
-    each sample ran, the head, the router's weight matmuls, and early exit's exit-loss read-outs).
+    each sample ran, the head, and the exit-loss read-outs), plus the router's own training matmuls.
 
-    Only the router's weights count (`Router.flops_per_token` of the base class), not what a subclass adds
-    for inference alone: early exit's confidence read-out is not run in training. Other routers add
-    nothing, so for them this is exactly 3 × `output_flops`."""
+    The router says what it costs in training (`Router.training_flops_per_token`), not what it adds for
+    inference alone: early exit's confidence read-out is not run in training. For other routers it is
+    3 × their weights, so this is exactly 3 × `output_flops`."""
     router = model.router
-    forward = forward_flops(model.cfg, out.layer_counts, Router.flops_per_token(router), seq_len,
-                            router.propagates_state)
+    forward = forward_flops(model.cfg, out.layer_counts, 0.0, seq_len, router.propagates_state)
     batch = out.layer_counts.shape[0]
-    return 3.0 * (forward + exit_readouts(router) * batch * head_flops(seq_len, model.cfg))
+    readouts = router.training_readouts() * batch * head_flops(seq_len, model.cfg)
+    return 3.0 * (forward + readouts) + batch * seq_len * router.training_flops_per_token()
 
 
 def _expected_block(mean: float, var: float, cfg: ModelConfig) -> float:
@@ -126,44 +120,14 @@ def _expected_block(mean: float, var: float, cfg: ModelConfig) -> float:
     return 0.5 * (float(block_flops(mean + std, cfg)) + float(block_flops(mean - std, cfg)))
 
 
-def _routed_counts(router: Router, length: int) -> dict[int, tuple[float, float]]:
-    """Mean and variance of the tokens per sample each routed block runs in a training step, under the
-    router's training rule at its effective capacity (exact for top-k routers and the random-drop ones;
-    an assumption — the learned fraction sits at its target — for probe and threshold)."""
-    c, layers, n = router.effective_capacity, router.routed_layers, len(router.routed_layers)
-    if isinstance(router, MoRRouter):  # nested top-k: the depth's scheduled capacity, exactly
-        return {layer: (float(capacity_count(router.depth_capacity(d), length)), 0.0)
-                for d, layer in enumerate(layers)}
-    if isinstance(router, MoDRouter | RandomRouter):  # top-k: exactly ceil(c·T) per sample
-        return {layer: (float(capacity_count(c, length)), 0.0) for layer in layers}
-    if isinstance(router, LayerDropRouter):  # per-token Bernoulli(1 − p_j): binomial counts
-        keep = [1.0 - p for p in drop_probabilities(c, n)]
-        return {layer: (q * length, length * q * (1 - q)) for layer, q in zip(layers, keep, strict=True)}
-    if isinstance(router, EarlyExitRouter):  # per-sample layer dropout: the whole sequence or nothing
-        last = max(1, router.cfg.n_layers - 1)
-        keep = {layer: 1.0 - router.max_layer_dropout * layer / last for layer in layers}
-        return {layer: (q * length, length * length * q * (1 - q)) for layer, q in keep.items()}
-    if isinstance(router, FrozenProbeRouter):  # the untrained probe scores ≈ 0.5: run iff 0.5 > i/L
-        half = {layer: layer / router.cfg.n_layers for layer in layers}
-        return {layer: ((1.0 if t < 0.5 else 0.5 if t == 0.5 else 0.0) * length, 0.0)
-                for layer, t in half.items()}
-    if isinstance(router, ProbeRouter):  # s > 0 always: a block at threshold 0 runs every token; the
-        # rest of the budget (mean fraction c over routed blocks) is spread evenly over the others
-        first = [layer for layer in layers if layer == 0]
-        rest = n - len(first)
-        share = min(1.0, max(0.0, (c * n - len(first)) / rest)) if rest else 0.0
-        return {layer: ((1.0 if layer == 0 else share) * length, 0.0) for layer in layers}
-    # threshold (each gate's own budget term pulls its fraction to c), and any router not modelled above
-    return {layer: (c * length, 0.0) for layer in layers}
-
-
 def _forward_per_sample(router: Router, length: int) -> float:
-    """Expected forward FLOPs of one sample in a training step, exit-loss read-outs excluded."""
+    """Expected forward FLOPs of one sample's blocks and head in a training step, from the router's
+    training counts at its effective capacity (`Router.training_counts`)."""
     cfg = router.cfg
-    counts = _routed_counts(router, length)
+    counts = router.training_counts(length)
     blocks = sum(_expected_block(*counts[layer], cfg) if layer in counts else float(block_flops(length, cfg))
                  for layer in range(cfg.n_layers))
-    return blocks + head_flops(length, cfg) + length * Router.flops_per_token(router)
+    return blocks + head_flops(length, cfg)
 
 
 def build_router(cfg: TrainConfig, vocab_size: int | None = None) -> Router:
@@ -181,8 +145,8 @@ def train_flops_per_step(cfg: TrainConfig, vocab_size: int | None = None) -> flo
     over its `cfg.steps` steps, so steps × this = the run's planned training FLOPs.
 
     The average matters only where the cost follows the schedule: a capacity curriculum (the effective
-    capacity of each step, as `train` sets progress = step/steps) and early exit's rotation (which layers
-    its exit loss reads out, by phase = step + 1). `vocab_size` is the data's (default: `cfg.vocab_size`)."""
+    capacity of each step, as `train` sets progress = step/steps) and early exit's rotation (the router
+    plans which layers its exit loss reads out). `vocab_size` is the data's (default: `cfg.vocab_size`)."""
     router = build_router(cfg, vocab_size)
     batch, length, steps = cfg.batch_size, cfg.seq_len, cfg.steps
     total, step = 0.0, 0
@@ -193,9 +157,5 @@ def train_flops_per_step(cfg: TrainConfig, vocab_size: int | None = None) -> flo
             step += 1
     router.set_progress(1.0)
     total += (steps - step) * _forward_per_sample(router, length)
-    if isinstance(router, EarlyExitRouter) and router.exit_loss_weight > 0:
-        rotation = router.rotation  # layer l is read out when (l + phase) % rotation == 0
-        readouts = sum((steps + layer) // rotation - layer // rotation
-                       for layer in router.routed_layers if layer > 0)
-        total += readouts * head_flops(length, router.cfg)
-    return 3.0 * batch * total / steps
+    total += router.training_readouts(steps) * head_flops(length, router.cfg)
+    return batch * (3.0 * total / steps + length * router.training_flops_per_token(steps))

@@ -278,7 +278,7 @@ class SparseDepthModel(nn.Module):
         loss, aux = None, self.router.aux_loss()
         if targets is not None:
             loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-            extra = self.router.target_loss(targets)
+            extra = self.router.target_loss(targets, logits)
             if extra is not None:
                 aux = extra if aux is None else aux + extra
         ran_t = torch.stack(ran, dim=-1)  # [B, T, L]

@@ -62,7 +62,8 @@ class Router(nn.Module):
     """Base class: routes `routed_layers` of a model; dense layers never ask it.
 
     Must provide: `name` and `decide`. May provide (defaults here): `begin`, `aux_loss` terms via `add_aux`,
-    `target_loss`, `inference_modes`, `propagates_state`, `calibrate`, `fit_capacity`, `flops_per_token`,
+    `target_loss`, `inference_modes`, `propagates_state`, `calibrate`, `fit_capacity`, the FLOP accounting
+    hooks (`flops_per_token`, `training_counts`, `training_readouts`, `training_flops_per_token`),
     and the class facts below: whether decisions are causal in training mode, which layers it routes by
     default (`default_route_every`: every k-th block, the last of each group; 1 = all blocks), whether it
     routes any block at all (`routes_blocks`) and whether it has trained weights (`learned`).
@@ -125,9 +126,10 @@ class Router(nn.Module):
         accounting charges their K/V projections and attention."""
         return False
 
-    def target_loss(self, targets: Tensor) -> Tensor | None:
-        """Auxiliary terms that need the next-token targets (early exit's per-layer read-out loss); the model
-        adds them to `aux_loss` when it is given targets."""
+    def target_loss(self, targets: Tensor, logits: Tensor | None = None) -> Tensor | None:
+        """Auxiliary terms that need the next-token targets or the final `logits` (early exit's per-layer
+        read-out loss and its exit classifier's labels); the model adds them to `aux_loss` when it is given
+        targets."""
         return None
 
     def calibrate(self, model: SparseDepthModel, batches: list[Tensor]) -> None:
@@ -178,6 +180,30 @@ class Router(nn.Module):
         """Sum of the auxiliary terms added in this forward pass (None when the router has none)."""
         return torch.stack(self._aux).sum() if self._aux else None
 
-    def flops_per_token(self) -> float:
-        """Router matmul FLOPs per token: each weight matrix entry is one multiply-add per token."""
+    # --- FLOP accounting (flops.py asks these; 2 FLOPs per multiply-add, matmuls only) ------------------
+
+    def weight_flops_per_token(self) -> float:
+        """Its weight matmuls per token: each weight matrix entry is one multiply-add per token."""
         return 2.0 * sum(p.numel() for p in self.parameters() if p.dim() > 1)
+
+    def flops_per_token(self) -> float:
+        """Inference FLOPs per token of its decisions (weights, plus any confidence read-out it runs)."""
+        return self.weight_flops_per_token()
+
+    def training_counts(self, length: int) -> dict[int, tuple[float, float]]:
+        """Mean and variance of the tokens per sample each routed block runs in a training step at the
+        effective capacity, for the training-FLOP plan. Default: the fraction sits at the capacity (exact
+        for top-k rules; for learned gates an assumption — their budget loss pulls them there)."""
+        return {layer: (self.effective_capacity * length, 0.0) for layer in self.routed_layers}
+
+    def training_readouts(self, steps: int | None = None) -> int:
+        """Passes of the shared head over the batch, forward and backward, that its training loss makes
+        (early exit's exit loss): in the last training forward (`steps` None; 0 outside training), or in
+        total over the first `steps` steps of a run (the plan). Accounting charges each as 3 × the head."""
+        return 0
+
+    def training_flops_per_token(self, steps: int | None = None) -> float:
+        """Its own matmul FLOPs per token in a training step, forward and backward, head read-outs excluded:
+        in the last training forward (`steps` None), or averaged over the first `steps` steps of a run.
+        Default 3 × its weights (the backward costs two matmuls per forward matmul)."""
+        return 3.0 * self.weight_flops_per_token()

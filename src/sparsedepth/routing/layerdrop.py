@@ -47,6 +47,12 @@ class LayerDropRouter(Router):
         n = len(self.routed_layers)
         self.kept_at_inference = set(self.routed_layers[: math.floor(self.capacity * n + 0.5)])
 
+    def training_counts(self, length: int) -> dict[int, tuple[float, float]]:
+        """Per-token Bernoulli(1 − p_j) keeps: binomial counts."""
+        keep = [1.0 - p for p in drop_probabilities(self.effective_capacity, len(self.routed_layers))]
+        return {layer: (q * length, length * q * (1 - q))
+                for layer, q in zip(self.routed_layers, keep, strict=True)}
+
     def decide(self, h: Tensor, layer: int) -> Decision:
         batch, length = h.shape[:2]
         ones = torch.ones(batch, length, dtype=h.dtype, device=h.device)

@@ -42,6 +42,11 @@ class MoDRouter(Router):
         logits = self.proj if self.causal == "aux" else [p[-1] for p in self.predictor]
         shift_biases(model, idx, [(m, self.capacity) for m in logits])
 
+    def training_counts(self, length: int) -> dict[int, tuple[float, float]]:
+        """Top-k: exactly ceil(c·T) tokens per sample."""
+        return {layer: (float(capacity_count(self.effective_capacity, length)), 0.0)
+                for layer in self.routed_layers}
+
     def causal_logit(self, h: Tensor, slot: int, router_logit: Tensor) -> Tensor:
         if self.causal == "aux":
             return router_logit

@@ -71,6 +71,11 @@ class MoRRouter(Router):
             return target
         return 1.0 - (1.0 - target) * (1.0 - self.effective_capacity) / (1.0 - self.capacity)
 
+    def training_counts(self, length: int) -> dict[int, tuple[float, float]]:
+        """Nested top-k: each depth's scheduled capacity, exactly."""
+        return {layer: (float(capacity_count(self.depth_capacity(d), length)), 0.0)
+                for d, layer in enumerate(self.routed_layers)}
+
     def begin(self, h0: Tensor, positions: Tensor) -> None:
         super().begin(h0, positions)
         self.kept = None  # depth 0: every token is eligible

@@ -42,6 +42,15 @@ class ProbeRouter(Router):
         soft = torch.sigmoid(margin / self.temperature) if self.gating == "probabilistic" else self.score
         return Decision(mask=mask, gate=straight_through(mask, soft))
 
+    def training_counts(self, length: int) -> dict[int, tuple[float, float]]:
+        """s > 0 always: a block at threshold 0 runs every token; the rest of the budget (mean fraction c
+        over routed blocks) is spread evenly over the others (an assumption: the learned fraction is at c)."""
+        layers, n = self.routed_layers, len(self.routed_layers)
+        first = [layer for layer in layers if layer == 0]
+        rest = n - len(first)
+        share = min(1.0, max(0.0, (self.effective_capacity * n - len(first)) / rest)) if rest else 0.0
+        return {layer: ((1.0 if layer == 0 else share) * length, 0.0) for layer in layers}
+
     def fit_capacity(self, model, idx: Tensor) -> None:
         """One score sets every routed block's decision: bisect the probe's bias."""
         bisect_bias(model, idx, self.probe.bias, self.capacity)
@@ -56,6 +65,12 @@ class FrozenProbeRouter(ProbeRouter):
     def __init__(self, cfg, capacity, routed_layers):
         super().__init__(cfg, capacity, routed_layers, budget_weight=0.0)
         self.probe.requires_grad_(False)
+
+    def training_counts(self, length: int) -> dict[int, tuple[float, float]]:
+        """The untrained probe scores ≈ 0.5: a block runs iff 0.5 > i/L (all tokens or none)."""
+        half = {layer: layer / self.cfg.n_layers for layer in self.routed_layers}
+        return {layer: ((1.0 if t < 0.5 else 0.5 if t == 0.5 else 0.0) * length, 0.0)
+                for layer, t in half.items()}
 
     def decide(self, h: Tensor, layer: int) -> Decision:
         mask = self.score > layer / self.cfg.n_layers

@@ -23,6 +23,11 @@ class RandomRouter(Router):
         table = torch.rand(cfg.n_layers, cfg.max_seq_len, generator=g)
         self.register_buffer("table", table, persistent=False)
 
+    def training_counts(self, length: int) -> dict[int, tuple[float, float]]:
+        """A random top-k: exactly ceil(c·T) tokens per sample."""
+        return {layer: (float(capacity_count(self.effective_capacity, length)), 0.0)
+                for layer in self.routed_layers}
+
     def decide(self, h: Tensor, layer: int) -> Decision:
         batch, length = h.shape[:2]
         ones = torch.ones(batch, length, dtype=h.dtype, device=h.device)
