@@ -53,8 +53,8 @@ class EarlyExitRouter(Router):
     def propagates_state(self) -> bool:
         return not self.training
 
-    def begin(self, h0: Tensor, positions: Tensor) -> None:
-        super().begin(h0, positions)
+    def begin(self, h0: Tensor, positions: Tensor, valid: Tensor | None = None) -> None:
+        super().begin(h0, positions, valid)
         self.exited = torch.zeros(h0.shape[:2], dtype=torch.bool, device=h0.device)
         self.hidden = []
         if self.training:
