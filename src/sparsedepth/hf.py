@@ -283,7 +283,9 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
                 output_hidden_states: bool | None = None, output_attentions: bool | None = None,
                 **kwargs) -> SparseDepthOutput:
         """Logits for `input_ids` (continuing `cache` when given). `labels` are the inputs, HF-style: they
-        are shifted here, -100 is ignored. `past_key_values` is the pre-5.x name of `cache`."""
+        are shifted here, -100 is ignored. `past_key_values` is the pre-5.x name of `cache`.
+        `attention_mask` (1 = real): padding anywhere runs no block and is never cached, so each row gets
+        what it gets alone; `generate` hands the whole history's mask: the new tokens' part counts."""
         if inputs_embeds is not None or input_ids is None:
             raise NotImplementedError("SparseDepth takes input_ids only: routers such as probe score the "
                                       "token embedding itself, so an inputs_embeds path is not provided")
