@@ -32,6 +32,7 @@ for _key in RUNS:  # every run's TrainConfig must resolve before any job starts
 include: "workflow/rules/common.smk"
 include: "workflow/rules/data.smk"
 include: "workflow/rules/train.smk"
+include: "workflow/rules/lm_eval.smk"
 include: "workflow/rules/benchmark.smk"
 include: "workflow/rules/aggregate.smk"
 include: "workflow/rules/figures.smk"

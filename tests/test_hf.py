@@ -1,5 +1,6 @@
 """The Hugging Face wrapper: save/load round trips exactly, generate equals our decoder, runs export."""
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -8,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import tiny_shakespeare_run, tokens
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, pipeline
 
 from sparsedepth import ROUTERS
 from sparsedepth.checkpoint import CheckpointError
@@ -109,13 +110,38 @@ def test_labels_give_the_shifted_language_model_loss(tiny_cfg):
     torch.testing.assert_close(trained.loss, expected + trained.aux_loss)
 
 
-def test_padding_is_refused_clearly(tiny_cfg):
-    model = hf_model("probe", tiny_cfg)
-    x = tokens(tiny_cfg, batch=2, length=6)
-    mask = torch.ones_like(x)
-    mask[1, :2] = 0
-    with pytest.raises(ValueError, match="padded batches .* sparsedepth.generate.generate"):
-        model.generate(x, attention_mask=mask, max_new_tokens=2, do_sample=False)
+@pytest.mark.parametrize("case", list(CASES))
+def test_left_padded_generate_equals_each_row_alone(case, tiny_cfg):
+    """Padding runs no block and is never cached, so a padded batch generates what each prompt does alone
+    (MoD top-k, without a cache, ranks each row's real tokens only)."""
+    model = hf_model(case, tiny_cfg)
+    prompts = [tokens(tiny_cfg, batch=1, length=n, seed=n)[0] for n in (9, 4, 6)]
+    x = torch.full((3, 9), 5)  # any pad id: the mask, not the id, says what is padding
+    mask = torch.zeros_like(x)
+    for b, p in enumerate(prompts):
+        x[b, 9 - len(p):], mask[b, 9 - len(p):] = p, 1
+    kw = dict(max_new_tokens=5, do_sample=False, pad_token_id=5)
+    out = model.generate(x, attention_mask=mask, **kw)
+    for b, p in enumerate(prompts):
+        assert out[b, 9:].tolist() == model.generate(p[None], **kw)[0, len(p):].tolist(), (case, b)
+    if model.decodes_causally:
+        assert torch.equal(model.generate(x, attention_mask=mask, use_cache=False, **kw), out)
+        beams = model.generate(x, attention_mask=mask, num_beams=2, **kw)
+        assert beams[1, 9:].tolist() == model.generate(prompts[1][None], num_beams=2, **kw)[0, 4:].tolist()
+
+
+def test_pipeline_batches_prompts_of_different_lengths(tiny_cfg):
+    texts = ["To be, or not to be, that is the question:", "Whether 'tis nobler in the mind to suffer"] * 20
+    tok = train_tokenizer(texts, 300)
+    hf_tok = hf_tokenizer(tok, tok.token_to_id(EOT))
+    hf_tok.padding_side = "left"
+    model = hf_model("threshold", dataclasses.replace(tiny_cfg, vocab_size=300))
+    model.generation_config.pad_token_id = hf_tok.pad_token_id
+    generator = pipeline("text-generation", model=model, tokenizer=hf_tok)
+    prompts = ["To be", "Whether 'tis nobler in the", "the"]
+    kw = dict(max_new_tokens=4, do_sample=False, return_full_text=False)
+    batched = generator(prompts, batch_size=3, **kw)
+    assert batched == [generator(p, **kw) for p in prompts]
 
 
 def test_bad_config_names_the_problem():

@@ -83,9 +83,12 @@ FRESH_LOAD = """
         torch.save(model(ids).logits, logits_path)
     greedy = model.generate(ids, max_new_tokens=6, do_sample=False)
     assert torch.equal(greedy, model.generate(ids, max_new_tokens=6, do_sample=False, use_cache=False))
-    texts = pipeline("text-generation", model=model, tokenizer=tok)(["ROMEO: hi", "ROMEO: ho"], batch_size=2,
-                                                                   max_new_tokens=3, do_sample=False)
+    generator = pipeline("text-generation", model=model, tokenizer=tok)
+    prompts = ["ROMEO: hi", "ROMEO: how now, what light through yonder window"]  # padded batch
+    texts = generator(prompts, batch_size=2, max_new_tokens=3, do_sample=False)
+    assert texts == [generator(p, max_new_tokens=3, do_sample=False) for p in prompts]
     print(json.dumps({"class": type(model).__module__, "pad": tok.pad_token_id, "eos": tok.eos_token_id,
+                      "padding_side": tok.padding_side,
                       "greedy": greedy.tolist(), "texts": [t[0]["generated_text"] for t in texts],
                       "sparsedepth": sorted(m for m in sys.modules if m.split(".")[0] == "sparsedepth")}))
 """
@@ -105,7 +108,7 @@ def test_fresh_process_loads_the_export_without_sparsedepth(exported, tmp_path):
     report = json.loads(done.stdout.strip().splitlines()[-1])
     assert report["sparsedepth"] == []  # never imported, although the venv could import it
     assert report["class"].startswith("transformers_modules.")
-    assert report["pad"] == report["eos"] == data.eot_id
+    assert report["pad"] == report["eos"] == data.eot_id and report["padding_side"] == "left"
     x = torch.tensor(ids)
     with torch.no_grad():
         assert torch.equal(torch.load(tmp_path / "logits.pt"), trained(x).logits)

@@ -3,7 +3,8 @@
 Why a wrapper and not a port: the inner module stays our `SparseDepthModel` (state-dict keys `model.*`), so
 an exported model computes exactly what the trained run computes. The HF `cache` is our routed per-layer
 `KVCache` (a token is a key only in the blocks it ran), so cached `generate` equals the full forward pass.
-Padded batches are refused: use `sparsedepth.generate.generate` for prompts of different lengths.
+Padded batches (`attention_mask`; left padding to generate, either side to score) compute each row as if
+alone: padding runs no block and is never cached (see `SparseDepthModel.forward`).
 
 This file down to the "end of the exported modeling code" line is also the exported `modeling_sparsedepth.py`
 (`hf_export.export_code` copies it and the package files it imports), so it imports only the model's own
@@ -97,10 +98,11 @@ class SparseDepthConfig(PretrainedConfig):
 
 
 class RoutedCache:
-    """Our routed `KVCache` in the shape `generate` passes around; `seen` = tokens fed so far (no padding,
-    so every row is at the same position). `kv` is made at the first forward pass (its batch size is known
-    only then). `appended` [B, seen, L] records which tokens each block cached, so `crop` can roll back
-    exactly what assisted decoding rejects."""
+    """Our routed `KVCache` in the shape `generate` passes around; `seen` = tokens fed so far, padding
+    included (each row's position counts its real tokens: `kv.positions`). `kv` is made at the first forward
+    pass (its batch size is known only then). `appended` [B, seen, L] records which tokens each block
+    cached and `real` [B, seen] which were not padding, so `crop` can roll back exactly what assisted
+    decoding rejects."""
 
     is_compileable = False
     is_croppable = True
@@ -108,6 +110,7 @@ class RoutedCache:
     def __init__(self, kv: KVCache | None = None):
         self.kv, self.seen = kv, 0
         self.appended: Tensor | None = None
+        self.real: Tensor | None = None
 
     def get_seq_length(self, layer_idx: int = 0) -> int:
         return self.seen
@@ -117,17 +120,21 @@ class RoutedCache:
         """Per layer: a recurrent state HF cannot slice (none here: every block is attention)."""
         return [False] * (0 if self.kv is None else len(self.kv.layers))
 
-    def record(self, before: Tensor, routing: Tensor) -> None:
-        """After a forward pass of T tokens: which of them each block cached. A block appends the tokens
-        that ran it, or every token when it propagates state (an early exit's skipped tokens stay keys);
-        the cache lengths before ([B, L]) and after tell the two apart."""
+    def record(self, before: Tensor, routing: Tensor, real: Tensor | None = None) -> None:
+        """After a forward pass of T tokens (`real` [B, T]: not padding; None: all): which of them each
+        block cached. A block appends the tokens that ran it, or every real token when it propagates state
+        (an early exit's skipped tokens stay keys); the cache lengths before ([B, L]) and after tell the
+        two apart."""
+        if real is None:
+            real = torch.ones(routing.shape[:2], dtype=torch.bool, device=routing.device)
         added = self.kv.lengths() - before  # [B, L]
         ran = routing.sum(1)
-        everyone = added == routing.shape[1]
+        everyone = added == real.sum(1, keepdim=True)
         if not bool(((added == ran) | everyone).all()):
             raise RuntimeError("routed cache: a block cached neither the tokens that ran it nor all tokens")
-        step = routing | everyone.unsqueeze(1)
+        step = routing | (everyone.unsqueeze(1) & real.unsqueeze(-1))
         self.appended = step if self.appended is None else torch.cat([self.appended, step], dim=1)
+        self.real = real if self.real is None else torch.cat([self.real, real], dim=1)
         self.seen += routing.shape[1]
 
     def activate_past_recording(self) -> None:
@@ -143,7 +150,8 @@ class RoutedCache:
         self.appended = self.appended[:, :keep]
         for layer, c in enumerate(self.kv.layers):
             c.lengths.copy_(self.appended[:, :, layer].sum(1))
-        self.kv.positions.fill_(keep)
+        self.real = self.real[:, :keep]
+        self.kv.positions.copy_(self.real.sum(1))
         self.seen = keep
 
     def reorder_cache(self, beam_idx: Tensor) -> None:
@@ -151,7 +159,7 @@ class RoutedCache:
         for c in self.kv.layers:
             c.k, c.v, c.lengths = c.k[beam_idx], c.v[beam_idx], c.lengths[beam_idx]
         self.kv.positions = self.kv.positions[beam_idx]
-        self.appended = self.appended[beam_idx]
+        self.appended, self.real = self.appended[beam_idx], self.real[beam_idx]
 
 
 @dataclass
@@ -276,7 +284,9 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
                 logits_to_keep: int = 0, **kwargs) -> SparseDepthOutput:
         """Logits for `input_ids` (continuing `cache` when given). `labels` are the inputs, HF-style: they
         are shifted here, -100 is ignored. `past_key_values` is the pre-5.x name of `cache`. `logits_to_keep`
-        > 0: logits of the last that many positions only (`generate` asks for 1 at prefill)."""
+        > 0: logits of the last that many positions only (`generate` asks for 1 at prefill).
+        `attention_mask` (1 = real): padding anywhere runs no block and is never cached, so each row gets
+        what it gets alone; `generate` hands the whole history's mask: the new tokens' part counts."""
         if inputs_embeds is not None or input_ids is None:
             raise NotImplementedError("SparseDepth takes input_ids only: routers such as probe score the "
                                       "token embedding itself, so an inputs_embeds path is not provided")
@@ -287,9 +297,10 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
             raise NotImplementedError("output_attentions is not provided (attention runs through fused SDPA "
                                       "over each block's kept tokens only)")
         cache = cache if cache is not None else past_key_values
-        if attention_mask is not None and not bool(attention_mask.all()):
-            raise ValueError("padded batches (attention_mask with zeros) are unsupported through the HF "
-                             "wrapper; use sparsedepth.generate.generate, which decodes ragged prompts")
+        if attention_mask is not None:  # generate passes the whole history's mask: these tokens' part
+            attention_mask = attention_mask[:, -input_ids.shape[1]:]
+            if bool(attention_mask.all()):
+                attention_mask = None  # no padding: the unpadded path (top-k keeps its shared index)
         use_cache = self.config.use_cache if use_cache is None else use_cache
         if cache is not None and not self.decodes_causally:
             raise ValueError("MoD's top-k inference mode is not causal, so it cannot decode with a cache")
@@ -300,9 +311,10 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
         before = None if cache is None else cache.kv.lengths()
         targets = None if labels is None else F.pad(labels[:, 1:], (0, 1), value=-100)
         out = self.model(input_ids, targets, cache=None if cache is None else cache.kv,
-                         logits_to_keep=logits_to_keep if targets is None else 0)
+                         logits_to_keep=logits_to_keep if targets is None else 0,
+                         attention_mask=attention_mask)
         if cache is not None:
-            cache.record(before, out.routing)
+            cache.record(before, out.routing, None if attention_mask is None else attention_mask.bool())
         loss = out.loss
         if loss is not None and out.aux_loss is not None:
             loss = loss + out.aux_loss

@@ -69,11 +69,13 @@ def from_run(run_dir: str | Path) -> SparseDepthForCausalLM:
 
 def hf_tokenizer(tokenizer: Tokenizer, eos_id: int, max_length: int | None = None) -> PreTrainedTokenizerFast:
     """Our BPE `tokenizers.Tokenizer` as a transformers tokenizer (a copy: the original is left as is).
-    End-of-text is also the pad token (GPT-2's convention: the vocabulary, hence the model, is unchanged)."""
+    End-of-text is also the pad token (GPT-2's convention: the vocabulary, hence the model, is unchanged),
+    padding on the left, as batched generation needs (the model ignores padding on either side)."""
     copy = Tokenizer.from_str(tokenizer.to_str())
     extra = {} if max_length is None else {"model_max_length": max_length}
     eos = tokenizer.id_to_token(eos_id)
-    return PreTrainedTokenizerFast(tokenizer_object=copy, eos_token=eos, pad_token=eos, **extra)
+    return PreTrainedTokenizerFast(tokenizer_object=copy, eos_token=eos, pad_token=eos, padding_side="left",
+                                   **extra)
 
 
 def _commit() -> str:

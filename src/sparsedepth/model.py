@@ -4,11 +4,15 @@ Hard skipping, per sample: gather the kept tokens (sorted by original position, 
 run the block on them with their original rotary positions, scatter the block's output back. Padding sits
 after every real token, so plain causal attention never lets a real token see it, and tokens of different
 samples never meet. Skipped tokens pass through unchanged and are not keys/values in that block.
+
+A padded batch (`attention_mask`, left or right padding) is handled the same way: its real tokens are packed
+to the front of each row, and padding is a token that runs no block at all, so it is never a key, never
+cached and never in a router's top-k, and each row computes what it computes alone.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -66,8 +70,8 @@ class Attention(nn.Module):
             k, v = F.linear(context, w_kv).view(B, S, 2, H, C // H).permute(2, 0, 3, 1, 4)
             key_positions = context_positions
         q, k = rope(q, positions), rope(k, key_positions)
-        if cache is not None:
-            k, v, attn_mask = cache.extend(k, v, None if context is not None else valid, query_offsets)
+        if cache is not None:  # `valid`: which new keys are real (the context's, under state propagation)
+            k, v, attn_mask = cache.extend(k, v, valid, query_offsets)
         elif context is not None:
             attn_mask = key_positions.unsqueeze(-2) <= positions.unsqueeze(-1)  # causal by position
         if attn_mask is None:
@@ -125,10 +129,12 @@ def gather_plan(decision: Decision, minimum: int = 0) -> tuple[Tensor, Tensor | 
 
 
 def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, positions: Tensor,
-                 cache: LayerCache | None = None) -> Tensor:
+                 cache: LayerCache | None = None, real: Tensor | None = None) -> Tensor:
     """Hard skipping: the block runs on the gathered tokens only, and its output is scattered back.
 
-    `positions` is [T] (a fresh sequence) or [B, T] (continuing a cache); gathered tokens keep theirs."""
+    `positions` is [T] (a fresh sequence) or [B, T] (continuing a cache); gathered tokens keep theirs.
+    `real` ([B, T], a prefix per row; None: all) marks the packed batch's real tokens: under state
+    propagation only they are cached as context keys (without a cache, padding is after them anyway)."""
     propagate = decision.propagate
     if cache is not None and not propagate and decision.index is None and h.shape[1] == 1:
         return _decode_one(block, h, decision, rope, positions, cache)
@@ -143,7 +149,8 @@ def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, posi
     index3 = index.unsqueeze(-1).expand(-1, -1, h.shape[-1])
     kept_positions = index if positions.dim() == 1 else positions.gather(1, index)
     context = dict(context=h, context_positions=positions, query_offsets=index) if propagate else {}
-    delta = block.residual(h.gather(1, index3), rope, kept_positions, cache=cache, valid=valid, **context)
+    delta = block.residual(h.gather(1, index3), rope, kept_positions, cache=cache,
+                           valid=real if propagate else valid, **context)
     weight = decision.gate.gather(1, index)
     if valid is not None:
         weight = weight * valid
@@ -182,7 +189,7 @@ def _apply_rows(block: Block, h: Tensor, rows: Tensor, index: Tensor, valid: Ten
 
 
 def apply_masked(block: Block, h: Tensor, decision: Decision, rope: Rotary, positions: Tensor,
-                 cache: LayerCache | None = None) -> Tensor:
+                 cache: LayerCache | None = None, real: Tensor | None = None) -> Tensor:
     """Reference (slow) path: full-length compute, skipped tokens masked out as keys and outputs.
 
     Used by the tests to check `apply_routed` and by benchmarks as the "masked, no savings" ablation.
@@ -243,45 +250,71 @@ class SparseDepthModel(nn.Module):
 
     def forward(
         self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None,
-        logits_to_keep: int = 0,
+        logits_to_keep: int = 0, attention_mask: Tensor | None = None,
     ) -> ModelOutput:
         """Logits for `idx`; with a `cache`, `idx` continues the cached sequences (positions per sample).
+
         `logits_to_keep` > 0: the head runs on the last that many positions only (generation needs one;
-        full-vocabulary logits of every position would dominate prefill memory)."""
+        full-vocabulary logits of every position would dominate prefill memory).
+        `attention_mask` ([B, T] for the tokens of `idx`, 1 = real, 0 = padding anywhere in the row) gives
+        each row's real tokens positions that count real tokens only and hard-skips the padding in every
+        block (see `pack_padding`); outputs come back in `idx`'s layout, padding with no blocks run, and
+        targets at padded inputs are ignored."""
         if logits_to_keep and targets is not None:
             raise ValueError("logits_to_keep drops positions the loss needs: pass one or the other")
         B, T = idx.shape
+        real = order = None
+        if attention_mask is not None:
+            order, real = pack_padding(attention_mask)
+            idx = idx.gather(1, order)
         positions = torch.arange(T, device=idx.device)
         if cache is not None:
             positions = cache.positions.unsqueeze(1) + positions  # [B, T]
-        last = T if cache is None else int(positions.max()) + 1
+        if real is None:
+            last = T if cache is None else int(positions.max()) + 1
+        else:  # padding's positions (after each row's real tokens) may run past the end: clamp them
+            last = T if cache is None else int((cache.positions + real.sum(1)).max())
+            positions = positions.clamp(max=self.cfg.max_seq_len - 1)
         if last > self.cfg.max_seq_len:
             raise ValueError(f"sequence length {last} exceeds max_seq_len {self.cfg.max_seq_len}")
         h = self.wte(idx)  # the residual stream stays fp32 under autocast; so do router scores (autocast off)
         with torch.autocast(h.device.type, enabled=False):
-            self.router.begin(h, positions)
+            self.router.begin(h, positions, real)
         ran = []
         apply = apply_routed if self.hard_skip else apply_masked
+        everyone = torch.ones(B, T, dtype=torch.bool, device=idx.device) if real is None else real
         for i, block in enumerate(self.blocks):
             layer_cache = None if cache is None else cache.layers[i]
             if i in self.routed:
                 with torch.autocast(h.device.type, enabled=False):
                     decision = self.router.decide(h, i)
-                h = apply(block, h, decision, self.rope, positions, layer_cache)
+                if real is not None:  # padding runs no block, whatever the router said
+                    decision = replace(decision, mask=decision.mask & real, index=None)
+                h = apply(block, h, decision, self.rope, positions, layer_cache, real)
                 ran.append(decision.mask)
             else:
-                h = h + block.residual(h, self.rope, positions, cache=layer_cache)
-                ran.append(torch.ones(B, T, dtype=torch.bool, device=idx.device))
+                h = h + block.residual(h, self.rope, positions, cache=layer_cache, valid=real)
+                ran.append(everyone)
         if cache is not None:
-            cache.positions += T
-        logits = self.readout(h[:, -logits_to_keep:] if logits_to_keep else h)
-        loss, aux = None, self.router.aux_loss()
-        if targets is not None:
-            loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten())
-            extra = self.router.target_loss(targets, logits)
+            cache.positions += T if real is None else real.sum(1)
+        ran_t = torch.stack(ran, dim=-1)  # [B, T, L]
+        loss, aux, logits = None, self.router.aux_loss(), None
+        if targets is not None:  # in the packed layout the router saw (early exit's labels need it)
+            packed_targets = targets
+            if order is not None:
+                targets = targets.masked_fill(attention_mask == 0, -100)
+                packed_targets = targets.gather(1, order)
+            logits = self.readout(h)
+            loss = F.cross_entropy(logits.flatten(0, 1).float(), packed_targets.flatten())
+            extra = self.router.target_loss(packed_targets, logits)
             if extra is not None:
                 aux = extra if aux is None else aux + extra
-        ran_t = torch.stack(ran, dim=-1)  # [B, T, L]
+            if order is not None:
+                logits = unpack(logits, order)
+        if order is not None:  # back to the caller's layout
+            h, ran_t = unpack(h, order), unpack(ran_t, order)
+        if logits is None:
+            logits = self.readout(h[:, -logits_to_keep:] if logits_to_keep else h)
         return ModelOutput(
             logits=logits,
             loss=loss,
@@ -290,6 +323,23 @@ class SparseDepthModel(nn.Module):
             layer_counts=ran_t.sum(1).float(),
             routing=ran_t,
         )
+
+
+def pack_padding(attention_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row, the order that puts its real tokens first (stable, so they keep their order) and the packed
+    row's real prefix ([B, T] each). Packed, a left-padded batch is right-padded: real tokens sit at positions
+    0..n-1 as in their row alone, and padding after them is invisible to causal attention and to the cache
+    (it runs no block), so only top-k routers need to know of it (`Router.begin`'s `valid`)."""
+    keep = attention_mask.bool()
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    real = torch.arange(keep.shape[1], device=keep.device) < keep.sum(1, keepdim=True)
+    return order, real
+
+
+def unpack(packed: Tensor, order: Tensor) -> Tensor:
+    """Inverse of the packing gather: packed[:, j] goes back to column order[:, j]."""
+    index = order.view(*order.shape, *([1] * (packed.dim() - 2))).expand_as(packed)
+    return torch.empty_like(packed).scatter(1, index, packed)
 
 
 def routed_layers(n_layers: int, route_every: int) -> list[int]:

@@ -1,12 +1,12 @@
 rule aggregate:
     """One tidy row per run × inference mode, and every run's learning curve (docs/CONTRACT.md)."""
     input:
-        run_paths("eval.json"),
+        aggregate_inputs(),
     output:
         runs="results/runs.csv",
         curves="results/curves.csv",
     params:
-        runs=lambda w, input: [os.path.dirname(p) for p in input],
+        runs=lambda w, input: list(dict.fromkeys(os.path.dirname(p) for p in input)),
     resources:
         **job_resources("aggregate"),
     log:

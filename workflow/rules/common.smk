@@ -45,6 +45,22 @@ def run_paths(name):
     return [f"{run_dir('results', key)}/{name}" for key in RUNS]
 
 
+# --- lm-evaluation-harness: the optional second measurement (workflow/rules/lm_eval.smk) ---
+LM_EVAL = config["lm_eval"]
+
+
+def aggregate_inputs():
+    """eval.json of every run, and lm_eval.json too when the grid asks for the harness's measurement."""
+    return run_paths("eval.json") + (run_paths("lm_eval.json") if LM_EVAL["enabled"] else [])
+
+
+def lm_eval_options():
+    """`python -m sparsedepth.harness` flags from the config (each quoted)."""
+    limit = LM_EVAL.get("limit")
+    return (f"--batch-size {q(LM_EVAL['batch_size'])} --device {q(LM_EVAL['device'])}"
+            + (f" --limit {q(limit)}" if limit else ""))
+
+
 # --- figures and tables: which inputs each one reads ---
 FIGURE_INPUTS = {
     "pareto": ["results/runs.csv"],
@@ -130,7 +146,7 @@ def job_resources(name, gpu_token=0):
     resources = slurm.site(slurm.gpus(config, name))
     if gpu_token:
         resources["gpu"] = lambda w: gpu_token if workflow.local_exec else 0
-    if name in ("train", "evaluate"):
+    if name in ("train", "evaluate", "lm_eval"):
         resources["runtime"] = lambda w, attempt: slurm.runtime(config, name, run_key(w), attempt)
         resources["mem_mb"] = lambda w: slurm.mem_mb(config, name, run_key(w))
     else:

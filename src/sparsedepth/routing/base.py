@@ -48,6 +48,23 @@ def topk_index(scores: Tensor, k: int) -> Tensor:
     return scores.topk(k, dim=1).indices.sort(dim=1).values
 
 
+def topk_choice(scores: Tensor, capacity: float, valid: Tensor | None = None) -> tuple[Tensor, Tensor | None]:
+    """Per-row top-k at `capacity`: the mask and, when every row keeps the same count, the sorted index.
+
+    With padding (`valid` [B, T], False = pad) each row's k comes from its own real length and padding
+    scores -inf, so a padded row keeps exactly the tokens it keeps alone (not k of the padded width, and
+    never a pad). Rows then keep different counts, so there is no shared index, and the largest k costs
+    one host sync."""
+    length = scores.shape[1]
+    if valid is None:
+        index = topk_index(scores, capacity_count(capacity, length))
+        return mask_from_index(index, length), index
+    ks = torch.tensor([capacity_count(capacity, n) for n in valid.sum(1).tolist()], device=scores.device)
+    ranked = scores.masked_fill(~valid, float("-inf")).topk(int(ks.max()), dim=1).indices
+    keep = torch.arange(ranked.shape[1], device=scores.device) < ks.unsqueeze(1)
+    return torch.zeros_like(valid).scatter(1, ranked, keep) & valid, None
+
+
 def mask_from_index(index: Tensor, length: int) -> Tensor:
     mask = torch.zeros(index.shape[0], length, dtype=torch.bool, device=index.device)
     return mask.scatter(1, index, True)
@@ -98,16 +115,23 @@ class Router(nn.Module):
         self.progress = 1.0  # a model built for inference is at the end of any schedule
         self.inference = self.inference_modes[0]
         self.readout: Callable[[Tensor], Tensor] | None = None
+        self.valid: Tensor | None = None  # real tokens of a padded batch (set by `begin`)
 
     def attach(self, readout: Callable[[Tensor], Tensor]) -> None:
         """The model hands over its shared read-out (final norm + tied head: hidden state → logits) once, at
         construction, for routers that look at logits mid-network (early exit)."""
         self.readout = readout
 
-    def begin(self, h0: Tensor, positions: Tensor) -> None:
-        """Called once per forward pass with the token embeddings and their positions ([T] or [B, T])."""
+    def begin(self, h0: Tensor, positions: Tensor, valid: Tensor | None = None) -> None:
+        """Called once per forward pass with the token embeddings, their positions ([T] or [B, T]) and, for
+        a padded batch, which tokens are real (`valid` [B, T], a prefix of each row; None: all are).
+
+        The model clears padding from every decision itself, so a causal rule (a token's fate from its own
+        state) may ignore `valid`; a rule that ranks tokens against each other (top-k) must use it, so that
+        padding neither takes a place nor changes k (`topk_choice`)."""
         self._aux = []
         self.positions = positions
+        self.valid = valid
 
     def decide(self, h: Tensor, layer: int) -> Decision:
         """Which tokens run routed block `layer`, from the hidden state `h` [B, T, C] entering it."""

@@ -94,8 +94,8 @@ class EarlyExitRouter(Router):
         """Whether training reads out intermediate layers at all (for the exit loss or the labels)."""
         return self.exit_loss_weight > 0 or self.confidence == "classifier"
 
-    def begin(self, h0: Tensor, positions: Tensor) -> None:
-        super().begin(h0, positions)
+    def begin(self, h0: Tensor, positions: Tensor, valid: Tensor | None = None) -> None:
+        super().begin(h0, positions, valid)
         self.exited = torch.zeros(h0.shape[:2], dtype=torch.bool, device=h0.device)
         self.previous = h0
         self.hidden = []

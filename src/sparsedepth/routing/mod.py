@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from .base import Decision, Router, capacity_count, mask_from_index, topk_index
+from .base import Decision, Router, capacity_count, topk_choice
 from .fitting import shift_biases
 
 
@@ -57,9 +57,7 @@ class MoDRouter(Router):
         logit = self.proj[slot](h).squeeze(-1)
         gate = torch.sigmoid(logit)
         if self.training or self.inference == "topk":
-            k = capacity_count(self.effective_capacity, h.shape[1])
-            index = topk_index(self.ranking_scores(logit), k)
-            mask = mask_from_index(index, h.shape[1])
+            mask, index = topk_choice(self.ranking_scores(logit), self.effective_capacity, self.valid)
             if self.training:
                 predicted = self.causal_logit(h, slot, logit)
                 self.add_aux(self.aux_weight * F.binary_cross_entropy_with_logits(predicted, mask.float()))

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..config import ConfigError
-from .base import Decision, Router, capacity_count, mask_from_index, topk_index
+from .base import Decision, Router, capacity_count, topk_choice
 from .fitting import shift_biases
 
 
@@ -76,21 +76,21 @@ class MoRRouter(Router):
         return {layer: (float(capacity_count(self.depth_capacity(d), length)), 0.0)
                 for d, layer in enumerate(self.routed_layers)}
 
-    def begin(self, h0: Tensor, positions: Tensor) -> None:
-        super().begin(h0, positions)
+    def begin(self, h0: Tensor, positions: Tensor, valid: Tensor | None = None) -> None:
+        super().begin(h0, positions, valid)
         self.kept = None  # depth 0: every token is eligible
 
     def decide(self, h: Tensor, layer: int) -> Decision:
         depth = self.slot[layer]
         logit = self.proj[depth](h).squeeze(-1)
         gate = torch.sigmoid(logit)
-        eligible = torch.ones_like(logit, dtype=torch.bool) if self.kept is None else self.kept
+        eligible = self.kept if self.kept is not None else \
+            torch.ones_like(logit, dtype=torch.bool) if self.valid is None else self.valid
         if self.training or self.inference == "topk":
-            length = h.shape[1]
             scores = self.ranking_scores(logit).masked_fill(~eligible, float("-inf"))
-            # the schedule is non-increasing, so k never exceeds the previous depth's survivors
-            index = topk_index(scores, capacity_count(self.depth_capacity(depth), length))
-            mask = mask_from_index(index, length)
+            # the schedule is non-increasing, so k (of each row's real length) never exceeds the previous
+            # depth's survivors
+            mask, index = topk_choice(scores, self.depth_capacity(depth), self.valid)
             if self.training:
                 bce = F.binary_cross_entropy_with_logits(logit, mask.float(), reduction="none")
                 self.add_aux(self.aux_weight * (bce * eligible).sum() / eligible.sum().clamp(min=1))

@@ -24,8 +24,8 @@ class ProbeRouter(Router):
         self.budget_weight = budget_weight
         self.score: Tensor | None = None
 
-    def begin(self, h0: Tensor, positions: Tensor) -> None:
-        super().begin(h0, positions)
+    def begin(self, h0: Tensor, positions: Tensor, valid: Tensor | None = None) -> None:
+        super().begin(h0, positions, valid)
         self.logit = self.probe(h0).squeeze(-1)  # [B, T]
         self.score = torch.sigmoid(self.logit)
         if self.training and self.budget_weight > 0:

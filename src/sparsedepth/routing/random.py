@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .base import Decision, Router, capacity_count, mask_from_index, topk_index
+from .base import Decision, Router, capacity_count, topk_choice
 
 
 class RandomRouter(Router):
@@ -33,7 +33,7 @@ class RandomRouter(Router):
         ones = torch.ones(batch, length, dtype=h.dtype, device=h.device)
         if self.training:
             scores = torch.rand(batch, length, device=h.device)
-            index = topk_index(scores, capacity_count(self.effective_capacity, length))
-            return Decision(mask=mask_from_index(index, length), gate=ones, index=index)
+            mask, index = topk_choice(scores, self.effective_capacity, self.valid)
+            return Decision(mask=mask, gate=ones, index=index)
         mask = (self.table[layer, self.positions] < self.capacity).expand(batch, length)
         return Decision(mask=mask, gate=ones)

@@ -9,6 +9,11 @@ directory's path (`study.layout`), everything else from its JSON files; a path t
 config.json is an error, so a mis-wired workflow cannot mislabel a run. A run that is missing a file or
 whose losses are not finite (it diverged) is an error too, and nothing is written: a table that silently
 dropped a seed would let the paper claim more seeds than it used.
+
+A column `lm_eval_bpb`, after `test_bpb`, appears when some run has its independent second measurement
+(lm-evaluation-harness on the same test documents: `lm_eval.json` from the workflow's optional `lm_eval`
+rule), on the row of the inference mode it scored; empty where there is none, or where lm_eval.json
+predates the run's weights (a stale file is not this run's).
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ RUNS_COLUMNS = [
     "run_dir",
 ]
 SORT_KEYS = ["model", "dataset", "variant", "mode", "seed"]
+LM_EVAL_COLUMN = "lm_eval_bpb"  # after test_bpb, only in a table where some run has lm_eval.json
 
 
 class AggregateError(ValueError):
@@ -79,6 +85,21 @@ def _check_finite(run_dir: Path, summary: dict, evaluation: dict) -> None:
                                  "failed; rerun it)")
 
 
+def lm_eval_bpb(run_dir: Path) -> tuple[str | None, float | None]:
+    """(mode, bits per byte) of the run's lm_eval.json; (None, None) without a current one."""
+    path, weights = run_dir / "lm_eval.json", run_dir / "model.safetensors"
+    if not path.is_file():
+        return None, None
+    if weights.is_file() and path.stat().st_mtime < weights.stat().st_mtime:
+        print(f"warning: {path} is older than the run's weights; lm_eval_bpb left empty", file=sys.stderr)
+        return None, None
+    result = _read_json(run_dir, "lm_eval.json")
+    value = result.get("bits_per_byte")
+    if not (isinstance(value, int | float) and math.isfinite(value)):
+        raise AggregateError(f"{path}: bits_per_byte is {value} (rerun the lm_eval rule)")
+    return result.get("mode", "causal"), float(value)
+
+
 def run_rows(run_dir: str | Path) -> list[dict]:
     """The rows of one run directory, one per inference mode in its eval.json."""
     run_dir = Path(run_dir)
@@ -86,6 +107,7 @@ def run_rows(run_dir: str | Path) -> list[dict]:
     model, variant = model_and_variant(run_dir)
     config, summary, evaluation = (_read_json(run_dir, f"{n}.json") for n in ("config", "summary", "eval"))
     _check_finite(run_dir, summary, evaluation)
+    harness_mode, harness_bpb = lm_eval_bpb(run_dir)
     try:
         if (config["dataset"], f"seed{config['seed']}") != (parts[-2], parts[-1]):
             raise AggregateError(f"{run_dir}: path says {parts[-2]}/{parts[-1]} but config.json says "
@@ -113,6 +135,8 @@ def run_rows(run_dir: str | Path) -> list[dict]:
                 "causality_violation": entry["causality_violation"], "batch_leak": entry["batch_leak"],
                 "run_dir": str(run_dir),
             })
+            if harness_mode is not None:
+                rows[-1][LM_EVAL_COLUMN] = harness_bpb if mode == harness_mode else None
     except (KeyError, TypeError) as e:
         raise AggregateError(f"{run_dir}: config/summary/eval JSON lacks field {e}") from None
     if not rows:
@@ -167,7 +191,10 @@ def collect_runs(runs: Iterable[str | Path] | str | Path) -> pd.DataFrame:
     else:
         run_dirs = [Path(r) for r in runs]
     rows = [row for run_dir in run_dirs for row in run_rows(run_dir)]
-    table = pd.DataFrame(rows, columns=RUNS_COLUMNS)
+    columns = list(RUNS_COLUMNS)
+    if any(LM_EVAL_COLUMN in row for row in rows):
+        columns.insert(columns.index("test_bpb") + 1, LM_EVAL_COLUMN)
+    table = pd.DataFrame(rows, columns=columns)
     dupes = table[table.duplicated(["model", "variant", "dataset", "seed", "mode"], keep=False)]
     if not dupes.empty:
         raise AggregateError(f"the same run appears twice: {', '.join(sorted(set(dupes['run_dir'])))}")

@@ -42,7 +42,7 @@ EVAL_FLOPS_PER_THREAD = 2e10  # forward only, large batches
 
 # Jobs that only read tidy tables or plot: (minutes, MB).
 SMALL = {"aggregate": (30, 4000), "stats": (60, 8000), "merge_benchmarks": (15, 2000),
-         "figure": (30, 8000), "table": (15, 2000), "paper": (30, 4000)}
+         "figure": (30, 8000), "table": (15, 2000), "paper": (30, 4000), "export_hf": (15, 4000)}
 
 
 def _round_up(value: float, step: int) -> int:
@@ -68,6 +68,8 @@ def gpus(study: dict, rule: str) -> int:
         return int(study.get("train", {}).get("device", "cpu") == "cuda")
     if rule == "benchmark_grid":
         return int(study.get("benchmark", {}).get("device", "auto") == "cuda")
+    if rule == "lm_eval":
+        return int(study.get("lm_eval", {}).get("device", "cpu") == "cuda")
     return 0
 
 
@@ -110,11 +112,13 @@ def evaluate_seconds(study: dict, key: RunKey) -> float:
 
 def runtime(study: dict, rule: str, key: RunKey | None = None, attempt: int = 1,
             env: Mapping[str, str] | None = None) -> int:
-    """Wall time (minutes, `-t`) of a job of `rule` (of run `key` for train/evaluate)."""
+    """Wall time (minutes, `-t`) of a job of `rule` (of run `key` for train/evaluate/lm_eval; lm-eval
+    scores the test split once, sized as evaluation's four passes over both splits to allow for the
+    harness's overheads)."""
     env = os.environ if env is None else env
     if rule == "train":
         minutes = START_MINUTES + 2 * train_seconds(study, key) / 60
-    elif rule == "evaluate":
+    elif rule in ("evaluate", "lm_eval"):
         minutes = START_MINUTES + 2 * evaluate_seconds(study, key) / 60
     elif rule == "prepare_data":
         minutes = 120 if set(study["datasets"]) & HUB_DATASETS else 30
@@ -131,7 +135,7 @@ def runtime(study: dict, rule: str, key: RunKey | None = None, attempt: int = 1,
 
 def mem_mb(study: dict, rule: str, key: RunKey | None = None) -> int:
     """Host memory (MB, `--mem`) of a job of `rule`."""
-    if rule in ("train", "evaluate"):
+    if rule in ("train", "evaluate", "lm_eval"):  # lm_eval: as evaluation (forward only, on the host)
         cfg = train_config(study, key)
         n = _params(cfg.model, cfg.vocab_size)
         tokens = cfg.batch_size * cfg.seq_len
