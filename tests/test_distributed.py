@@ -125,7 +125,8 @@ def test_a_grid_with_nproc_asks_slurm_for_that_many_gpus_and_cpus():
     four = {**paper, "train": {**paper["train"], "nproc": 4}}
     assert train_config(four, key).nproc == 4
     assert slurm.nproc(paper) == 1 and slurm.nproc(four) == 4
-    assert slurm.gpus(four, "train") == 4 and slurm.gpus(four, "evaluate") == 0
+    assert slurm.gpus(four, "train") == 4
+    assert slurm.gpus(four, "evaluate") == 1  # evaluation: one process, on the run's device
     assert slurm.site(slurm.gpus(four, "train"), env={})["gres"] == "gpu:4"
     assert slurm.mem_mb(four, "train", key) > slurm.mem_mb(paper, "train", key)
     cpu = {**four, "train": {**four["train"], "device": "cpu"}}
