@@ -94,8 +94,8 @@ def test_harness_on_a_tiny_run_agrees_with_our_evaluation(tiny_run, tmp_path):
     if importlib.util.find_spec("lm_eval") is None:
         pytest.skip("lm-evaluation-harness is not installed (pip install 'sparsedepth[eval]')")
     run, _ = tiny_run
-    export_run(run, run / "hf")
-    cmd = [sys.executable, "-m", "sparsedepth.harness", "--run", str(run), "--model", str(run / "hf"),
+    export_run(run, run.parent / "hf")
+    cmd = [sys.executable, "-m", "sparsedepth.harness", "--run", str(run), "--model", str(run.parent / "hf"),
            "--out", str(run / "lm_eval.json"), "--batch-size", "4"]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600,
                           env=os.environ | {"OMP_NUM_THREADS": "1"})
@@ -107,4 +107,4 @@ def test_harness_on_a_tiny_run_agrees_with_our_evaluation(tiny_run, tmp_path):
     table = collect_runs(run.parents[3])
     causal = table[table["mode"] == "causal"].iloc[0]
     assert causal["lm_eval_bpb"] == result["bits_per_byte"] and causal["test_bpb"] == ours
-    shutil.rmtree(run / "hf")
+    shutil.rmtree(run.parent / "hf")

@@ -112,7 +112,7 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
 
     results = tmp_path / "results"
     runs = pd.read_csv(results / "runs.csv")
-    assert len(runs[runs["mode"] == "causal"]) == 7  # 1 model × 4 variants × 2 seeds, dense-shallow 1 seed
+    assert len(runs[runs["mode"] == "causal"]) == 8  # 4 variants × 2 seeds; dense-shallow, early_exit: 1
     assert set(runs["arm"]) >= {"dense", "dense-shallow", "probe", "mod", "mod[topk]"}
     assert runs["test_bpb"].notna().all() and (runs["train_flops"] > 0).all()
     stats = pd.read_csv(results / "stats.csv")
@@ -127,7 +127,7 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 0
         assert (results / "figures" / f"{name}.png").stat().st_size > 0
     numbers = (results / "tables" / "numbers.tex").read_text()
-    assert "\\newcommand{\\NumRuns}{7}" in numbers and "\\newcommand{\\NumPrimaries}{2}" in numbers
+    assert "\\newcommand{\\NumRuns}{8}" in numbers and "\\newcommand{\\NumPrimaries}{2}" in numbers
     if build_paper:
         assert (tmp_path / "paper" / "main.pdf").stat().st_size > 10_000
     report = tmp_path / "report.zip"  # browsable: every figure and table with its caption

@@ -65,8 +65,9 @@ def test_rehearsal_dry_run_then_a_slice_end_to_end(tmp_path):
                     timeout=600)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     counts = _job_counts(dry.stdout)
-    assert counts["train"] == counts["evaluate"] == 2 * 8 * 4 * 5  # models × arms × corpora × seeds
+    assert counts["train"] == counts["evaluate"] == 2 * 9 * 4 * 5  # models × arms × corpora × seeds
     assert counts["paper"] == 1 and counts["prepare_data"] == 4 and counts["benchmark_grid"] == 2
+    assert counts["export_hf"] == counts["lm_eval"] == counts["train"]  # the second measurement, every run
 
     subprocess.run([sys.executable, "-m", "sparsedepth.data.snapshot", "results/rehearsal/hub"],
                    cwd=tmp_path, check=True, capture_output=True)

@@ -6,7 +6,7 @@ test documents `evaluate` reads (the run's test token file, split at end-of-text
 `loglikelihood_rolling` task, with its own tokenisation, windows and byte counts. The workflow's `lm_eval`
 rule writes the result as the run's `lm_eval.json`; aggregation puts it beside `test_bpb` (`lm_eval_bpb`).
 
-    python -m sparsedepth.harness --run RUN --model RUN/hf --out RUN/lm_eval.json [--limit N]
+    python -m sparsedepth.harness --run RUN --model EXPORT --out RUN/lm_eval.json [--limit N]
 
 The two differ by protocol, not by model: `evaluate` scores the split as one stream in windows of
 `seq_len` that cross documents, and charges each document's closing end-of-text (0 bytes); the harness

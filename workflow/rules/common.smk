@@ -11,6 +11,7 @@ from sparsedepth.study.paper import paper_inputs
 
 ENV = "../../environment.yml"
 RUN_DIR = run_dir_pattern("results")
+EXPORT_DIR = f"results/exports/{RUN_TEMPLATE}"  # Hugging Face exports of the runs (lm_eval)
 PAPER = "paper/main.tex"
 
 

@@ -9,7 +9,7 @@ rule export_hf:
         summary=f"{RUN_DIR}/summary.json",
         weights=f"{RUN_DIR}/model.safetensors",
     output:
-        directory(f"{RUN_DIR}/hf"),
+        directory(EXPORT_DIR),  # beside the run, never inside it (export refuses that)
     params:
         run=lambda w, input: os.path.dirname(input.summary),
     resources:
@@ -26,7 +26,7 @@ rule lm_eval:
     """lm-evaluation-harness (`python -m lm_eval --model hf`) on the export: the run's test documents as a
     local loglikelihood_rolling task; bits per byte, byte and word perplexity (lm_eval.json)."""
     input:
-        model=f"{RUN_DIR}/hf",
+        model=EXPORT_DIR,
         summary=f"{RUN_DIR}/summary.json",
         data=lambda w: f"{data_dir(w.dataset)}/meta.json",
     output:
