@@ -71,3 +71,19 @@ class DeviceGuard(torch.overrides.TorchFunctionMode):
         out = func(*args, **kwargs)
         self._check(func, out, "output")
         return out
+
+
+def cached_decode(model, seq: torch.Tensor, prompt: int = 12):
+    """Prefill `prompt` tokens of `seq` into a fresh cache, then decode the rest one token at a time: the
+    logits and blocks-per-token of every position (to compare with one full forward pass) and the cache."""
+    from sparsedepth.cache import KVCache
+    from sparsedepth.generate import decode_step
+
+    cache = KVCache.empty(model, seq.shape[0])
+    out = model(seq[:, :prompt], cache=cache)  # batched prefill of equal-length prompts
+    steps, layers = [out.logits], [out.layers_per_token]
+    for t in range(prompt, seq.shape[1]):
+        out = decode_step(model, seq[:, t], cache)
+        steps.append(out.logits)
+        layers.append(out.layers_per_token)
+    return torch.cat(steps, dim=1), torch.cat(layers, dim=1), cache

@@ -3,12 +3,11 @@ CALM's three confidence measures (each causal, batch-independent and decodable w
 
 import pytest
 import torch
-from conftest import make, tokens
+from conftest import cached_decode, make, tokens
 
 from sparsedepth import ConfigError
 from sparsedepth.cache import KVCache
 from sparsedepth.evaluate import batch_leak, causality_violation
-from sparsedepth.generate import decode_step
 from sparsedepth.model import apply_routed
 from sparsedepth.routing.base import Decision
 from sparsedepth.routing.early_exit import CONFIDENCE_RANGE, EarlyExitRouter, PropagatingDecision, consistent
@@ -59,7 +58,6 @@ def test_exited_token_still_serves_as_key_value_in_later_blocks(tiny_cfg):
 
 def test_propagating_block_caches_every_token(tiny_cfg):
     """In cached decoding an exited token's keys/values are appended in the blocks it skipped."""
-    from sparsedepth.cache import KVCache
 
     model = make("early_exit", tiny_cfg).eval()
     model.router.threshold.fill_(0.0)  # exit whenever possible
@@ -136,15 +134,9 @@ def test_each_measure_is_causal_batch_independent_and_decodes_like_the_full_pass
         assert causality_violation(model, seq, t) < TOL, f"{confidence} leaks the future into {t}"
     for sample in (0, 2):
         assert batch_leak(model, seq, sample) < TOL
-    cache = KVCache.empty(model, 3)
-    out = model(seq[:, :12], cache=cache)
-    steps, layers = [out.logits], [out.layers_per_token]
-    for t in range(12, 40):
-        out = decode_step(model, seq[:, t], cache)
-        steps.append(out.logits)
-        layers.append(out.layers_per_token)
-    torch.testing.assert_close(torch.cat(steps, dim=1), full.logits, atol=3e-5, rtol=1e-4)
-    assert torch.equal(torch.cat(layers, dim=1), full.layers_per_token)
+    logits, layers, cache = cached_decode(model, seq)
+    torch.testing.assert_close(logits, full.logits, atol=3e-5, rtol=1e-4)
+    assert torch.equal(layers, full.layers_per_token)
     assert torch.all(cache.lengths() == 40)  # propagation: every block cached every token
 
 

@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import make, tokens
+from conftest import cached_decode, make, tokens
 
 from sparsedepth import ROUTERS
 from sparsedepth.cache import KVCache
@@ -14,16 +14,9 @@ def test_cached_decoding_matches_full_forward(router, tiny_cfg):
     model = make(router, tiny_cfg, capacity=0.4).eval()
     seq = tokens(tiny_cfg, batch=3, length=40)
     full = model(seq)
-    cache = KVCache.empty(model, 3)
-    out = model(seq[:, :12], cache=cache)  # batched prefill of equal-length prompts
-    steps = [out.logits]
-    layers = [out.layers_per_token]
-    for t in range(12, 40):
-        out = decode_step(model, seq[:, t], cache)
-        steps.append(out.logits)
-        layers.append(out.layers_per_token)
-    torch.testing.assert_close(torch.cat(steps, dim=1), full.logits, atol=3e-5, rtol=1e-4)
-    assert torch.equal(torch.cat(layers, dim=1), full.layers_per_token)
+    logits, layers, cache = cached_decode(model, seq)
+    torch.testing.assert_close(logits, full.logits, atol=3e-5, rtol=1e-4)
+    assert torch.equal(layers, full.layers_per_token)
     # the cache holds exactly the tokens that ran each block: skipped tokens are not keys there
     torch.testing.assert_close(cache.lengths().float(), full.layer_counts)
 

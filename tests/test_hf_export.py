@@ -19,6 +19,7 @@ from conftest import tiny_shakespeare_run
 from sparsedepth import hf_export
 from sparsedepth.data import tinyshakespeare_path
 from sparsedepth.evaluate import load_run
+from sparsedepth.harness import TASK, write_task
 from sparsedepth.hf_export import AUTO_MAP, TOKENIZER_CLASS, export_run, main
 from sparsedepth.rundir import run_lock
 
@@ -119,25 +120,6 @@ def test_fresh_process_loads_the_export_without_sparsedepth(exported, tmp_path):
     assert all(t.startswith("ROMEO: h") for t in report["texts"])
 
 
-TASK = """
-task: sparsedepth_local
-dataset_path: json
-dataset_kwargs:
-  data_files:
-    test: {data}
-test_split: test
-output_type: loglikelihood_rolling
-doc_to_text: ""
-doc_to_target: "{{{{text}}}}"
-metric_list:
-  - metric: word_perplexity
-  - metric: byte_perplexity
-  - metric: bits_per_byte
-metadata:
-  version: 1.0
-"""
-
-
 @pytest.mark.slow  # lm-evaluation-harness in a fresh interpreter: ~20 s
 def test_lm_eval_stock_hf_model_scores_the_export(exported, tmp_path):
     if importlib.util.find_spec("lm_eval") is None:
@@ -145,18 +127,16 @@ def test_lm_eval_stock_hf_model_scores_the_export(exported, tmp_path):
     run_dir, out = exported
     trained, _, data = load_run(run_dir)
     lines = [line for line in tinyshakespeare_path().read_text()[70_000:].splitlines() if len(line) > 20][:6]
-    (tmp_path / "tasks").mkdir()
-    (tmp_path / "docs.jsonl").write_text("".join(json.dumps({"text": t}) + "\n" for t in lines))
-    (tmp_path / "tasks" / "local.yaml").write_text(TASK.format(data=tmp_path / "docs.jsonl"))
+    write_task(lines, tmp_path / "tasks")  # a loglikelihood_rolling task over these lines (the pipeline's)
     cmd = [sys.executable, "-m", "lm_eval", "--model", "hf", "--model_args",
-           f"pretrained={out},trust_remote_code=True,dtype=float32", "--tasks", "sparsedepth_local",
+           f"pretrained={out},trust_remote_code=True,dtype=float32", "--tasks", TASK,
            "--include_path", str(tmp_path / "tasks"), "--device", "cpu", "--batch_size", "2",
            "--output_path", str(tmp_path / "results")]
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path,
                           env=fresh_env(tmp_path))
     assert done.returncode == 0, (done.stdout[-2000:], done.stderr[-4000:])
     (results_file,) = (tmp_path / "results").rglob("results_*.json")
-    measured = json.loads(results_file.read_text())["results"]["sparsedepth_local"]["bits_per_byte,none"]
+    measured = json.loads(results_file.read_text())["results"][TASK]["bits_per_byte,none"]
     # ours: each line is one rolling window ([end-of-text] + its tokens), scored by the run's own model
     nats, n_bytes = 0.0, 0
     with torch.no_grad():
