@@ -20,6 +20,7 @@ if not workflow.config_settings.configfiles:
 
 
 validate(config, "src/sparsedepth/study/config.schema.yaml", set_default=True)  # one schema, packaged
+grid.check_names(config)
 
 
 report: "workflow/report/workflow.rst"

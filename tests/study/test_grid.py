@@ -84,6 +84,18 @@ def test_schema_rejects_a_bad_value_naming_the_key(tmp_path):
         load_study(path)
 
 
+
+@pytest.mark.parametrize("old, new, key", [
+    ("routers: [mod]", "routers: [mod, seed]", "benchmark.routers: unknown router"),
+    ("  tokens:", "  routing_map_variants: [nope]\n  tokens:", "routing_map_variants: none of \\['nope'\\]"),
+])
+def test_names_the_schema_cannot_check_are_clear_errors(tmp_path, old, new, key):
+    text = (REPO / "config" / "smoke.yaml").read_text()
+    assert old in text
+    (tmp_path / "bad.yaml").write_text(text.replace(old, new, 1))
+    with pytest.raises(ConfigError, match=key):
+        load_study(tmp_path / "bad.yaml")
+
 # --- compute-matched training: a study-level FLOP budget ------------------------------------------------
 
 BUDGETED = {

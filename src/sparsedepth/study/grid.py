@@ -168,6 +168,23 @@ def config_json(study: dict, key: RunKey) -> str:
     return json.dumps(to_dict(train_config(study, key)), sort_keys=True)
 
 
+def check_names(study: dict) -> None:
+    """Names the schema cannot know: benchmark routers must be registered routers, and the routing-map
+    variants must include one of the grid's (a stale name would otherwise fail a job an hour in, or draw
+    nothing)."""
+    from ..routing import ROUTERS
+
+    unknown = [r for r in study.get("benchmark", {}).get("routers", []) if r not in ROUTERS]
+    if unknown:
+        raise ConfigError(f"benchmark.routers: unknown router(s) {unknown}; "
+                          f"known: {', '.join(sorted(ROUTERS))}")
+    variants = study.get("variants", {})
+    wanted = study.get("figures", {}).get("routing_map_variants", [])
+    if wanted and not set(wanted) & set(variants):  # the map draws those of them the grid has
+        raise ConfigError(f"figures.routing_map_variants: none of {wanted} is a variant of this grid "
+                          f"({', '.join(variants)})")
+
+
 def load_study(path: str | Path) -> dict:
     """A study config validated against the workflow's schema, defaults filled in (as the Snakefile does)."""
     from snakemake.utils import validate
@@ -180,6 +197,10 @@ def load_study(path: str | Path) -> dict:
             validate(study, str(schema), set_default=True)
     except Exception as e:  # snakemake raises WorkflowError with the jsonschema message
         raise ConfigError(f"{path}: {e}") from e
+    try:
+        check_names(study)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
     return study
 
 
