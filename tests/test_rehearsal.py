@@ -50,6 +50,18 @@ def test_rehearsal_is_the_paper_grid_with_smaller_budgets():
         assert rehearsal[key] == paper[key], key
 
 
+
+def test_rehearsal_slice_is_the_rehearsal_with_fewer_cells():
+    """The slice a small machine runs to the PDF drops cells only (model M, two corpora, three seeds); every
+    arm, shape, budget and protocol is the rehearsal's."""
+    rehearsal, piece = (_flat(yaml.safe_load((REPO / "config" / n).read_text()))
+                        for n in ("rehearsal.yaml", "rehearsal-slice.yaml"))
+    changed = {k for k in rehearsal.keys() | piece.keys() if rehearsal.get(k) != piece.get(k)}
+    assert changed == {"name", "models", "datasets", "seeds"}, sorted(changed)
+    assert piece["models"] == {"S": rehearsal["models"]["S"]}
+    assert set(piece["datasets"]) == {"tinystories", "wikitext2"} <= set(rehearsal["datasets"])
+    assert set(piece["seeds"]) < set(rehearsal["seeds"]) and len(piece["seeds"]) >= 2
+
 def _job_counts(stdout: str) -> dict[str, int]:
     table = stdout.split("Job stats:")[-1]
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
