@@ -9,7 +9,14 @@ from sparsedepth.bench import main
 from sparsedepth.bench import peak as peak_module
 from sparsedepth.bench.cases import forward_case, make_model
 from sparsedepth.bench.config import BenchConfig
-from sparsedepth.bench.peak import DATASHEET, MEASURED, datasheet_peak, device_peak, measure_matmul, mfu_columns
+from sparsedepth.bench.peak import (
+    DATASHEET,
+    MEASURED,
+    datasheet_peak,
+    device_peak,
+    measure_matmul,
+    mfu_columns,
+)
 from sparsedepth.config import ModelConfig
 
 TINY = ["--kinds", "train_step,prefill", "--batch", "2", "--seq", "16", "--d-model", "16", "--n-layers", "2",

@@ -19,10 +19,11 @@ import torch
 DATASHEET = "datasheet"
 MEASURED = "measured matmul"
 
-# Dense tensor-core peaks in TFLOP/s (the datasheets print 2:4-sparse figures with an asterisk: these are half
-# of those). Sources: NVIDIA H100 Tensor Core GPU datasheet (SXM5: BF16 1,979* / TF32 989*; PCIe: 1,513* / 756*;
-# NVL: 1,671* / 835*), NVIDIA H200 datasheet (SXM: 1,979* / 989*; NVL: 1,671* / 835*), NVIDIA A100 datasheet
-# (SXM and PCIe: BF16 312 / TF32 156 dense). Matched on torch.cuda.get_device_name, most specific first.
+# Dense tensor-core peaks in TFLOP/s (the datasheets print 2:4-sparse figures with an asterisk: these are
+# half of those). Sources: NVIDIA H100 Tensor Core GPU datasheet (SXM5: BF16 1,979* / TF32 989*; PCIe:
+# 1,513* / 756*; NVL: 1,671* / 835*), NVIDIA H200 datasheet (SXM: 1,979* / 989*; NVL: 1,671* / 835*),
+# NVIDIA A100 datasheet (SXM and PCIe: BF16 312 / TF32 156 dense). Matched on torch.cuda.get_device_name,
+# most specific first.
 PEAK_TFLOPS: tuple[tuple[tuple[str, ...], dict[str, float]], ...] = (
     (("H200", "NVL"), {"bf16": 835.5, "tf32": 417.5}),
     (("H200",), {"bf16": 989.5, "tf32": 494.5}),
