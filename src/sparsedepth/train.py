@@ -1,8 +1,11 @@
 """Training loop: AdamW, warm-up + cosine, clipping, router aux losses, exact resume, metrics.jsonl.
 
 Every run directory holds: config.json (resolved), metrics.jsonl, checkpoint/ (latest, for --resume),
-and on success model.safetensors + summary.json. A run that fails leaves no model.safetensors/summary.json,
-so a half-finished run can never pass for a finished one. A run is a transaction (`rundir`): it holds the
+and on success model.safetensors + summary.json. The last step's checkpoint keeps no optimizer state and
+shares its weights with model.safetensors (a hard link), so a finished run costs its weights once on disk
+and still re-finishes from its checkpoint if its outputs are deleted (Snakemake does before a rerun).
+A run that fails leaves no model.safetensors/summary.json, so a half-finished run can never pass for a
+finished one. A run is a transaction (`rundir`): it holds the
 directory's lock, and validates data, model and checkpoint before it replaces anything already there; a
 non-finite loss, gradient, weight or validation loss at any step fails it. The training FLOPs spent
 (analytic, from each step's actual routing) are counted, checkpointed and logged with every validation
@@ -34,6 +37,7 @@ from .checkpoint import (
     recover_checkpoint,
     save_checkpoint,
     save_weights,
+    share_weights,
 )
 from .config import ConfigError, ModelConfig, ModelShape, from_dict, to_dict
 from .data import TokenData, eval_batches, prepare, sample_batch
@@ -248,7 +252,7 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, 
         recovered = recover_checkpoint(out / "checkpoint")
         if recovered:
             note(recovered)
-        for leftover in out.glob("*.tmp"):  # half-written files of a killed job (never read)
+        for leftover in [*out.glob("*.tmp"), *out.glob("checkpoint/*.tmp")]:  # of a killed job (never read)
             leftover.unlink()
         resume = _should_resume(out, cfg, resume, auto_resume)
         data = load_data(cfg)  # rank 0 prepares the data, if needed, before the others read it
@@ -265,6 +269,9 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, 
         for group in opt.param_groups:  # the checkpoint's flags are of the device it was written on
             group.update(foreach=False, fused=fused_adamw(device) or None)
         start = info["step"]
+        if start < cfg.steps and not info.get("optimizer_state", True):
+            raise CheckpointError(f"{out / 'checkpoint'} holds no optimizer state (a finished run's) and "
+                                  f"cannot continue from step {start} to {cfg.steps}; train without --resume")
         spent = info.get("train_flops")
         if spent is None:  # a checkpoint from before the counter: assume the steps so far cost the plan
             spent = start * train_flops_per_step(cfg, data.vocab_size)
@@ -325,9 +332,11 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, 
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 val = validation_loss(model, data.validation, cfg, device)
                 _append(metrics, {"step": done, "val_loss": val, "train_flops": spent})
-            if done % cfg.checkpoint_every == 0 or done == stop_after:
-                save_checkpoint(out / "checkpoint", model, opt, data_rng,
-                                {"step": done, "train_flops": spent, "config": to_dict(cfg)})
+            if done % cfg.checkpoint_every == 0 or done == stop_after or done == cfg.steps:
+                final = done == cfg.steps  # no step follows: Adam's moments would be dead weight on disk
+                save_checkpoint(out / "checkpoint", model, None if final else opt, data_rng,
+                                {"step": done, "train_flops": spent, "config": to_dict(cfg),
+                                 "optimizer_state": not final})
         if done == stop_after and done < cfg.steps:
             return {"stopped_at": done}
         if logged:
@@ -358,6 +367,7 @@ def _finish(cfg: TrainConfig, out: Path, model: SparseDepthModel, data: TokenDat
     }
     model.router.set_progress(1.0)
     save_weights(model, out / "model.safetensors")
+    share_weights(out / "checkpoint", out / "model.safetensors")  # the final weights, stored once
     fault_point("train:before_summary")
     write_text(json.dumps(summary, indent=1), out / "summary.json")  # last: it marks the run finished
     return summary

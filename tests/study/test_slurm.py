@@ -141,3 +141,39 @@ def test_smoke_grid_through_slurm_equals_a_local_run(tmp_path):
     pd.testing.assert_frame_equal(got, expected, check_exact=False, rtol=1e-9, atol=0)
     assert (tmp_path / "slurm" / "results" / "stats.csv").exists()
     assert (tmp_path / "slurm" / "results" / "bench" / "bench.csv").exists()
+
+
+def test_evaluation_time_follows_the_runs_device():
+    """Evaluation runs on the run's device (issue 16), so its estimate uses the GPU's throughput there, not
+    the CPU's; lm-eval follows its own device."""
+    paper = load_study(REPO / "config" / "paper.yaml")
+    on_cpu = {**paper, "train": {**paper["train"], "device": "cpu"}}
+    key = run_keys(paper)[-1]
+    gpu_s, cpu_s = slurm.evaluate_seconds(paper, key), slurm.evaluate_seconds(on_cpu, key)
+    threads = max(1, paper.get("threads", 1))
+    assert gpu_s == pytest.approx(cpu_s * slurm.EVAL_FLOPS_PER_THREAD * threads / slurm.GPU_FLOPS)
+    assert slurm.runtime(paper, "evaluate", key) < slurm.runtime(on_cpu, "evaluate", key)
+    lm_cpu = {**paper, "lm_eval": {**paper.get("lm_eval", {}), "device": "cpu"}}
+    assert slurm.evaluate_seconds(lm_cpu, key, "cpu") == pytest.approx(cpu_s)
+
+
+def test_run_configs_are_resolved_once_per_study_and_run(monkeypatch):
+    """slurm sizes train/evaluate (runtime and memory) from each run's TrainConfig after the Snakefile has
+    resolved them all: the resolution is cached, an edited study is resolved afresh, and a caller's edits to
+    its copy never reach another caller."""
+    from sparsedepth.study import grid
+
+    paper = load_study(REPO / "config" / "paper.yaml")
+    key = run_keys(paper)[0]
+    calls = []
+    real = grid._train_config
+    monkeypatch.setattr(grid, "_train_config", lambda study, k: calls.append(k) or real(study, k))
+    grid._resolved.cache_clear()
+    first = grid.train_config(paper, key)
+    for rule in ("train", "evaluate"):
+        slurm.runtime(paper, rule, key), slurm.mem_mb(paper, rule, key)
+    assert calls == [key]
+    first.steps = -1
+    assert grid.train_config(paper, key).steps > 0
+    grid.train_config({**paper, "seeds": [*paper["seeds"]], "threads": 3}, key)
+    assert calls == [key, key]

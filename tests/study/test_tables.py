@@ -252,3 +252,19 @@ def test_memory_numbers_quote_the_headline_router_at_the_largest_point(results):
     m = numbers(results["runs"], results["stats"], bench, baseline="dense")
     assert m["CpuCacheMemoryRatio"] == "0.58" and m["CpuCacheMemoryIdeal"] == "0.57"
     assert m["CpuPrefillMemoryRatio"] == NOT_MEASURED and m["GpuCacheMemoryRatio"] == NOT_MEASURED
+
+
+def test_training_mfu_reaches_the_bench_table_and_the_papers_macros(results):
+    bench = results["bench"].copy()
+    assert numbers(results["runs"], results["stats"], bench, baseline="dense")["CpuTrainMfu"] == NOT_MEASURED
+    rows = [{**bench.iloc[0].to_dict(), "kind": "train_step", "impl": "gather", "router": router, "batch": 8,
+             "seq_len": 512, "tokens_per_s": tps, "mfu": mfu, "precision": "fp32", "peak_tflops": 0.2,
+             "peak_source": "measured matmul"}
+            for router, tps, mfu in (("dense", 1000.0, 0.31), ("probe", 2500.0, 0.12))]
+    bench = pd.concat([bench, pd.DataFrame(rows)], ignore_index=True)
+    m = numbers(results["runs"], results["stats"], bench, baseline="dense")
+    assert m["CpuTrainMfu"] == "12.0\\,\\%" and m["CpuTrainMfuDense"] == "31.0\\,\\%"
+    assert m["CpuTrainTokensPerS"] == "2\\,500"
+    assert m["CpuPeakSource"] == "measured matmul" and m["GpuTrainMfu"] == NOT_MEASURED
+    tex = format_bench(bench_table(bench, "train_step"), bench, "train_step")
+    assert "MFU (\\%)" in tex and "31.0" in tex and "over the device's peak (measured matmul)" in tex

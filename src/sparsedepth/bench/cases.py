@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import statistics
 from collections.abc import Callable
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,6 +16,7 @@ from ..flops import block_flops, forward_flops, head_flops
 from ..generate import decode_step, prefill
 from ..model import SparseDepthModel, build_model
 from ..origin_reference import flat_forward
+from ..precision import autocast_context, resolve
 from ..routing import ROUTERS
 from .config import BenchConfig
 from .timing import peak_bytes
@@ -49,6 +49,7 @@ class Case:
     # after stats(): (cache bytes per sample and block, the memory compared with dense's, its ideal
     # counterpart); None: no cache, and peak activation memory against layers/token (memory ∝ block work)
     memory: Callable[[], tuple[float, float, float]] | None = None
+    precision: str = "fp32"  # what its matmuls ran in (bf16 autocast or weights, else fp32)
 
 
 def make_model(router: str, cfg: ModelConfig, capacity: float, device: torch.device, train: bool,
@@ -71,8 +72,11 @@ def forward_case(model: SparseDepthModel, impl: str, idx: torch.Tensor, targets:
     model.hard_skip = impl != "masked"
     B, T = idx.shape
     call = torch.compile(model) if compiled else model
-    autocast = (lambda: torch.autocast(device.type, dtype=torch.bfloat16)) if bench.dtype == "bf16" \
-        else nullcontext
+    precision = resolve(bench.dtype, device)  # `auto`: training's policy (bf16 autocast on CUDA)
+
+    def autocast():
+        return autocast_context(device, precision)
+
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-6) if train and bench.optimizer == "adamw" \
         else None
 
@@ -106,7 +110,7 @@ def forward_case(model: SparseDepthModel, impl: str, idx: torch.Tensor, targets:
         return ran.sum(-1).float().mean().item(), flops / (B * T), peak_bytes(run, device)
 
     suffix = ("+compile" if compiled else "") + ("+bf16" if bench.dtype == "bf16" else "")
-    return Case(model.router.name, model.router.capacity, impl + suffix, run, stats)
+    return Case(model.router.name, model.router.capacity, impl + suffix, run, stats, precision=precision)
 
 
 def decode_flops(model: SparseDepthModel, start: torch.Tensor, end: torch.Tensor, n_new: int) -> float:
@@ -164,7 +168,8 @@ def decode_case(model: SparseDepthModel, prompt_len: int, n_new: int, batch: int
         return held["allocated"] / (batch * model.cfg.n_layers), held["allocated"], held["used"]
 
     suffix = "+bf16" if bench.dtype == "bf16" else ""
-    return Case(model.router.name, model.router.capacity, "gather" + suffix, run, stats, reset, memory)
+    return Case(model.router.name, model.router.capacity, "gather" + suffix, run, stats, reset, memory,
+                precision="bf16" if bench.dtype == "bf16" else "fp32")
 
 
 def prefill_cached_case(model: SparseDepthModel, idx: torch.Tensor, device: torch.device) -> Case:

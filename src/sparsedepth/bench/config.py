@@ -13,9 +13,11 @@ COLUMNS = ["device", "device_name", "torch", "threads", "git_sha", "grid", "kind
            "capacity", "batch", "seq_len", "d_model", "n_layers", "repeats", "median_ms", "iqr_ms",
            "tokens_per_s", "peak_activation_mb", "layers_per_token", "flops_per_token",
            "dense_flops_per_token", "speedup", "ideal_speedup", "efficiency",
-           "cache_bytes_per_sample_block", "memory_ratio", "ideal_memory_ratio"]
+           "cache_bytes_per_sample_block", "memory_ratio", "ideal_memory_ratio",
+           "precision", "achieved_tflops", "peak_tflops", "peak_source", "mfu"]
 # later additions: a merged table written before them gets NaN there
-ADDED_COLUMNS = ("cache_bytes_per_sample_block", "memory_ratio", "ideal_memory_ratio")
+ADDED_COLUMNS = ("cache_bytes_per_sample_block", "memory_ratio", "ideal_memory_ratio",
+                 "precision", "achieved_tflops", "peak_tflops", "peak_source", "mfu")
 KINDS = ("train_step", "prefill", "decode", "prefill_cached")
 DEFAULT_KINDS = ("train_step", "prefill", "decode")
 IMPLS = ("gather", "masked", "origin-flat")
@@ -65,7 +67,9 @@ class BenchConfig:
                              "them as initialised, so they miss it)")
     optimizer: str = option("none", "train_step: forward+backward only (none) or also an AdamW step (adamw)",
                             enum=["none", "adamw"])
-    dtype: str = option("fp32", "fp32, or bf16: autocast (impl suffix +bf16)", enum=["fp32", "bf16"])
+    dtype: str = option("auto", "auto: training's precision policy for train_step and prefill (bf16 autocast "
+                        "on CUDA, fp32 on the CPU; the row's precision column says which), fp32, or bf16 "
+                        "(autocast; decode: bf16 weights; impl suffix +bf16)", enum=["auto", "fp32", "bf16"])
     compile: bool = option(False, "also time torch.compile'd gather models (impl suffix +compile; skipped "
                            "with the reason printed if compiling fails)")
 
@@ -92,7 +96,7 @@ def check(bench: BenchConfig) -> None:
             raise ConfigError(f"unknown {name}(s) {unknown}; known: {', '.join(sorted(known))}")
     if bench.optimizer not in ("none", "adamw"):
         raise ConfigError(f"optimizer must be 'none' or 'adamw', got {bench.optimizer!r}")
-    if bench.dtype not in ("fp32", "bf16"):
-        raise ConfigError(f"dtype must be 'fp32' or 'bf16', got {bench.dtype!r}")
+    if bench.dtype not in ("auto", "fp32", "bf16"):
+        raise ConfigError(f"dtype must be 'auto', 'fp32' or 'bf16', got {bench.dtype!r}")
     if bench.repeats < 1:
         raise ConfigError(f"repeats must be >= 1, got {bench.repeats}")

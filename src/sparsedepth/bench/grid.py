@@ -13,10 +13,12 @@ from ..atomic import write_csv
 from ..config import ConfigError, ModelConfig
 from ..model import SparseDepthModel
 from ..origin_reference import supports
+from ..precision import allow_tf32
 from ..routing import ROUTERS
 from ..train import git_sha
 from .cases import Case, decode_case, forward_case, make_model, prefill_cached_case
 from .config import ADDED_COLUMNS, BASELINE, COLUMNS, VOCAB, BenchConfig, check
+from .peak import device_peak, mfu_columns
 from .timing import device_name, median_iqr, resolve_device, time_once
 
 
@@ -60,11 +62,16 @@ def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, t
         no_cache = (float("nan"), memory, layers)
         cache_bytes, measured, ideal = no_cache if case.memory is None else case.memory()
         ms, iqr = median_iqr(times[key])
+        # model FLOPs of one call: those of the tokens each block ran; a training step is 3 × its forward
+        call_flops = flops * tokens * (3 if kind == "train_step" else 1)
+        peak, source = device_peak(device, row["device_name"], case.precision)
         rows.append({**row, "kind": kind, "impl": case.impl, "router": case.router,
                      "capacity": case.capacity, "batch": batch, "seq_len": seq_len, "median_ms": ms,
                      "iqr_ms": iqr, "tokens_per_s": tokens / (ms / 1e3), "peak_activation_mb": memory / 2**20,
                      "layers_per_token": layers, "flops_per_token": flops,
                      "cache_bytes_per_sample_block": cache_bytes,
+                     "precision": case.precision, "peak_tflops": peak, "peak_source": source,
+                     **mfu_columns(call_flops, ms, peak),
                      "_memory": measured, "_ideal_memory": ideal})  # for the ratios below
     baselines = {r["impl"][len("gather"):]: r for r in rows
                  if r["router"] == BASELINE and r["impl"].startswith("gather")}
@@ -99,6 +106,7 @@ def run_grid(bench: BenchConfig, progress: Callable[[str], None] = print) -> tup
     """All rows of a grid, and the points skipped because the time budget ran out."""
     check(bench)
     device = resolve_device(bench.device)
+    allow_tf32(device)  # training's policy: fp32 matmuls on CUDA may use TF32 (the peak MFU is against)
     if bench.threads:
         torch.set_num_threads(bench.threads)
     row = base_row(device, bench)

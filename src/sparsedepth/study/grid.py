@@ -16,7 +16,9 @@ learning-rate schedule has the same shape and it is evaluated at the same fracti
 from __future__ import annotations
 
 import argparse
+import copy
 import dataclasses
+import functools
 import json
 import sys
 from collections.abc import Iterator, Sequence
@@ -96,7 +98,21 @@ def _fields(study: dict, key: RunKey) -> dict:
 
 
 def train_config(study: dict, key: RunKey) -> TrainConfig:
-    """The resolved, validated TrainConfig of one run (its steps set by the study's budget, if any)."""
+    """The resolved, validated TrainConfig of one run (its steps set by the study's budget, if any).
+
+    Cached per (study, run): the Snakefile resolves every run once up front, and then the rules' params and
+    Slurm resources ask again per job (several times each); on the paper grid resolving a budgeted run
+    costs milliseconds of analytic FLOPs, seconds in all. The key is the study's canonical JSON, so an
+    edited study is resolved afresh; each caller gets its own copy."""
+    return copy.deepcopy(_resolved(json.dumps(study, sort_keys=True, default=str), key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _resolved(study_json: str, key: RunKey) -> TrainConfig:
+    return _train_config(json.loads(study_json), key)
+
+
+def _train_config(study: dict, key: RunKey) -> TrainConfig:
     fields = _fields(study, key)
     if study.get("budget") is None:
         return TrainConfig.from_dict(fields)

@@ -65,6 +65,7 @@ BENCH_MACROS = (
     "TargetIdealSpeedup", "TargetEfficiency", "BestSpeedup", "BestSpeedupRouter", "OriginFlatSpeedup",
     "OriginGatherSpeedup", "OriginGridBatch", "OriginGridSeqLen", "TrainMemoryRatio", "TrainMemoryIdeal",
     "PrefillMemoryRatio", "PrefillMemoryIdeal", "CacheMemoryRatio", "CacheMemoryIdeal",
+    "TrainTokensPerS", "TrainMfu", "TrainMfuDense", "TrainPrecision", "PeakTflops", "PeakSource",
 )
 
 
@@ -223,6 +224,26 @@ def _memory_numbers(bench: pd.DataFrame, device: str, router: str | None) -> dic
     return m
 
 
+def _mfu_numbers(bench: pd.DataFrame, device: str, router: str | None) -> dict[str, str]:
+    """Training speed at the train step's headline point: tokens/s and MFU (achieved model FLOP/s over the
+    device's peak, `bench.peak`) of the headline router and of dense, the precision and the peak's source."""
+    if "mfu" not in bench:
+        return {}
+    on = bench[(bench["device"] == device) & (bench["impl"] == "gather") & (bench["kind"] == "train_step")
+               & bench["mfu"].notna()]
+    routed = on[on["router"] != DENSE_ROUTER]
+    if routed.empty:
+        return {}
+    t = _headline(routed, router)
+    m = {"TrainTokensPerS": fmt_int(t["tokens_per_s"]), "TrainMfu": f"{100 * t['mfu']:.1f}\\,\\%",
+         "TrainPrecision": escape_latex(str(t["precision"])), "PeakTflops": fmt_num(t["peak_tflops"]),
+         "PeakSource": escape_latex(str(t["peak_source"]))}
+    dense = on[(on["router"] == DENSE_ROUTER) & (on["batch"] == t["batch"]) & (on["seq_len"] == t["seq_len"])]
+    if not dense.empty:
+        m["TrainMfuDense"] = f"{100 * dense['mfu'].iloc[0]:.1f}\\,\\%"
+    return m
+
+
 def _origin_grid_numbers(bench: pd.DataFrame, device: str, kind: str) -> dict[str, str]:
     """The origin project's grid at its largest point: its flattened batch and our gather, vs dense."""
     on = bench[(bench["device"] == device) & (bench["kind"] == kind)]
@@ -258,6 +279,7 @@ def numbers(runs: pd.DataFrame, stats: pd.DataFrame, bench: pd.DataFrame, *, bas
         if not bench.empty:
             found = {**_bench_numbers(on_grid(bench, "main"), device, kind, router),
                      **_memory_numbers(on_grid(bench, "main"), device, router),
+                     **_mfu_numbers(on_grid(bench, "main"), device, router),
                      **_origin_grid_numbers(on_grid(bench, "origin"), device, kind)}
         m.update({prefix + k: found.get(k, NOT_MEASURED) for k in BENCH_MACROS})
     m["BenchKind"] = escape_latex(kind)

@@ -38,7 +38,7 @@ GPU_FLOPS = 2e13
 START_MINUTES = 10           # scheduling slack, interpreter + torch import, data loading, checkpoints
 HUB_DATASETS = {"wikipedia", "tinystories", "wikitext2"}  # downloaded and tokenised at scale
 EVAL_TOKENS = {"wikipedia": 1e7, "tinystories": 1e7, "wikitext2": 1e6}  # validation + test, roughly
-EVAL_FLOPS_PER_THREAD = 2e10  # forward only, large batches
+EVAL_FLOPS_PER_THREAD = 2e10  # forward only, large batches (on the CPU; on CUDA: GPU_FLOPS, as training)
 
 # Jobs that only read tidy tables or plot: (minutes, MB).
 SMALL = {"aggregate": (30, 4000), "stats": (60, 8000), "merge_benchmarks": (15, 2000),
@@ -101,13 +101,16 @@ def train_seconds(study: dict, key: RunKey) -> float:
     return flops / rate
 
 
-def evaluate_seconds(study: dict, key: RunKey) -> float:
-    """Estimated seconds of one evaluation on the CPU: every inference mode over validation + test."""
+def evaluate_seconds(study: dict, key: RunKey, device: str | None = None) -> float:
+    """Estimated seconds of one evaluation, every inference mode over validation + test, on `device`
+    (default: the run's, which `evaluate --device` follows)."""
     cfg = train_config(study, key)
+    device = device or cfg.device
     limit = study.get("evaluate", {}).get("max_batches")
     tokens = 2 * limit * cfg.batch_size * cfg.seq_len if limit else EVAL_TOKENS.get(key.dataset, 5e5)
     flops = 2 * _params(cfg.model, cfg.vocab_size) * tokens * 4  # modes and probes: four passes, roughly
-    return flops / (EVAL_FLOPS_PER_THREAD * max(1, study.get("threads", 1)))
+    rate = GPU_FLOPS if device == "cuda" else EVAL_FLOPS_PER_THREAD * max(1, study.get("threads", 1))
+    return flops / rate
 
 
 def runtime(study: dict, rule: str, key: RunKey | None = None, attempt: int = 1,
@@ -119,7 +122,8 @@ def runtime(study: dict, rule: str, key: RunKey | None = None, attempt: int = 1,
     if rule == "train":
         minutes = START_MINUTES + 2 * train_seconds(study, key) / 60
     elif rule in ("evaluate", "lm_eval"):
-        minutes = START_MINUTES + 2 * evaluate_seconds(study, key) / 60
+        device = study.get("lm_eval", {}).get("device", "cpu") if rule == "lm_eval" else None
+        minutes = START_MINUTES + 2 * evaluate_seconds(study, key, device) / 60
     elif rule == "prepare_data":
         minutes = 120 if set(study["datasets"]) & HUB_DATASETS else 30
     elif rule == "benchmark_grid":

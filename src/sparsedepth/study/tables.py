@@ -201,6 +201,12 @@ def format_bench(table: pd.DataFrame, bench: pd.DataFrame, kind: str = "prefill"
         "Ideal": [fmt_num(x) for x in table["ideal_speedup"]],
         "Efficiency": [fmt_num(x) for x in table["efficiency"]],
     })
+    mfu = ""
+    if "mfu" in table and table["mfu"].notna().any():  # model FLOPs utilisation (bench.peak)
+        disp["MFU (\\%)"] = [fmt_num(100 * x, 1) for x in table["mfu"]]
+        sources = fmt_list(sorted(table["peak_source"].dropna().astype(str).unique()))
+        mfu = (" MFU: model FLOP/s achieved (those of the tokens each block ran; a training step counts 3 "
+               f"forward passes) over the device's peak ({escape_latex(sources)}).")
     keys = {"Router": table["label"].map(escape_latex), "Batch": table["batch"].map(fmt_int),
             "Seq.": table["seq_len"].map(fmt_int)}
     if table["device"].nunique() > 1:
@@ -216,7 +222,7 @@ def format_bench(table: pd.DataFrame, bench: pd.DataFrame, kind: str = "prefill"
                "peak activation memory, blocks run per token, speedup over dense measured in the same "
                "process, "
                "ideal speedup (dense FLOPs / routed FLOPs) and efficiency = speedup / ideal. Routers in "
-               f"brackets use a different implementation than per-sample gathering.{missing_gpu}")
+               f"brackets use a different implementation than per-sample gathering.{mfu}{missing_gpu}")
     return to_latex(pd.concat([keys, disp], axis=1), keys.shape[1], caption, label, keys.shape[1] - 2)
 
 
