@@ -104,3 +104,62 @@ def test_bad_flags_exit_2_naming_the_key(runs, tmp_path, capsys):
     assert "repeats" in capsys.readouterr().err and not out.exists()
     assert main(["speculative", "--out", str(out), "--runs", str(tmp_path), "--device", "cpu"]) == 2
     assert "not a run directory" in capsys.readouterr().err
+
+
+def _dry_run(tmp_path, text: str):
+    import shutil
+
+    from test_pipeline import REPO, snakemake
+
+    shutil.copytree(REPO / "paper", tmp_path / "paper", ignore=shutil.ignore_patterns("*.pdf"))
+    (tmp_path / "grid.yaml").write_text(text)
+    return snakemake("-n", "-p", "--cores", "2", "--configfile", str(tmp_path / "grid.yaml"),
+                     "--directory", str(tmp_path))
+
+
+def test_dry_run_reads_exactly_the_configured_runs(tmp_path):
+    import shlex
+
+    from test_pipeline import REPO
+
+    result = _dry_run(tmp_path, (REPO / "config" / "smoke.yaml").read_text())
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    job = result.stdout.split("rule benchmark_speculative:")[1].split("\n\n")[0]
+    inputs = job.split("input: ")[1].splitlines()[0].split(", ")
+    runs = [f"results/runs/tiny/{arm}/shakespeare/seed0" for arm in ("dense", "early_exit")]
+    assert sorted(inputs) == sorted(f"{r}/{f}" for r in runs for f in ("summary.json", "model.safetensors"))
+    command = shlex.split(job.split("Shell command:")[1].split(">")[0])
+    assert command[command.index("--runs") + 1:] == runs and "--exit-layers" in command
+    table = result.stdout.split("rule table:")
+    assert any("results/bench/speculative.csv" in t.split("\n\n")[0] for t in table[1:])
+
+
+def test_switched_off_nothing_is_planned_and_the_paper_still_builds(tmp_path):
+    from test_pipeline import REPO
+
+    text = (REPO / "config" / "smoke.yaml").read_text()
+    head, tail = text.split("speculative:")[0], text.split("\nfigures:")[1]
+    text = f"{head}speculative: {{enabled: false}}\n\nfigures:{tail}"
+    result = _dry_run(tmp_path, text)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "benchmark_speculative" not in result.stdout and "speculative.csv" not in result.stdout
+    assert "results/tables/speculative.tex" in result.stdout
+
+
+@pytest.mark.parametrize("replace, key", [
+    ("  exit_layers: [1]\n", "  exit_layers: [2]\n"),
+    ("  arms: [dense, early_exit]\n", "  arms: [dense, nope]\n"),
+    ("  new_tokens: 8\n", "  new_tokens: 30\n"),
+    ("  repeats: 2\n  warmup: 0\n  device: cpu\n  threads: 1\n", "  repeats: 0\n  warmup: 0\n  device: cpu\n"
+     "  threads: 1\n"),
+])
+def test_bad_config_value_is_one_line_naming_the_key(replace, key, tmp_path):
+    from test_pipeline import REPO
+
+    text = (REPO / "config" / "smoke.yaml").read_text()
+    assert replace in text
+    result = _dry_run(tmp_path, text.replace(replace, key))
+    assert result.returncode != 0
+    output = result.stdout + result.stderr
+    name = key.split(":")[0].strip()
+    assert f"speculative.{name}" in output or (name == "repeats" and "repeats" in output), output[-2000:]
