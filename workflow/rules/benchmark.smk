@@ -44,3 +44,29 @@ rule benchmark:
         "results/tables/bench.tex",
         "results/tables/bench_origin.tex",
         "results/figures/speed.pdf",
+
+
+if SPEC_RUNS:  # `speculative.enabled`: without it nothing here exists and the paper says "not measured"
+
+    rule benchmark_speculative:
+        """Self-speculative against ordinary greedy decoding of one cell's trained runs (batch 1, one
+        process): tokens/s, speedups over dense's and the arm's own decoding, acceptance, tokens per
+        verification round, FLOPs per token; it fails if a speculative output is not the greedy output."""
+        input:
+            summaries=speculative_inputs("summary.json"),
+            weights=speculative_inputs("model.safetensors"),
+        output:
+            "results/bench/speculative.csv",
+        params:
+            runs=lambda w, input: [os.path.dirname(p) for p in input.summaries],
+            args=speculative_args(),
+        threads: workflow.cores
+        resources:
+            **job_resources("benchmark_speculative", gpu_token=1),
+        log:
+            "results/logs/benchmark/speculative.log",
+        conda:
+            ENV
+        shell:
+            "python -m sparsedepth.bench speculative {params.args} --out {output:q} --runs {params.runs:q} "
+            "> {log:q} 2>&1"

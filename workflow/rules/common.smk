@@ -62,6 +62,26 @@ def lm_eval_options():
             + (f" --limit {q(limit)}" if limit else ""))
 
 
+# --- the speculative-decoding benchmark (workflow/rules/benchmark.smk): off unless `speculative.enabled` ---
+SPEC = config["speculative"]
+SPEC_RUNS = grid.speculative_runs(config)  # the trained runs it reads, reference first; [] when off
+SPEC_CSV = ["results/bench/speculative.csv"] if SPEC_RUNS else []  # without it: "not measured"
+
+
+def speculative_inputs(name):
+    """`name` (summary.json, model.safetensors) of exactly the runs the speculative benchmark reads."""
+    return [f"{run_dir('results', key)}/{name}" for key in SPEC_RUNS]
+
+
+def speculative_args():
+    """`python -m sparsedepth.bench speculative` flags from the config (each quoted)."""
+    flags = {"reference": q(SPEC["reference"]), "arms": csv_list(SPEC["arms"]),
+             "exit-layers": csv_list(SPEC["exit_layers"]), "draft-tokens": csv_list(SPEC["draft_tokens"])}
+    flags.update({k.replace("_", "-"): q(SPEC[k]) for k in ("prompts", "prompt_len", "new_tokens", "repeats",
+                                                              "warmup", "device", "threads")})
+    return " ".join(f"--{k} {v}" for k, v in flags.items())
+
+
 # --- figures and tables: which inputs each one reads ---
 FIGURE_INPUTS = {
     "pareto": ["results/runs.csv"],
@@ -78,14 +98,16 @@ TABLE_INPUTS = {
     "equal_steps": ["results/curves.csv"],
     "bench": ["results/bench/bench.csv"],
     "bench_origin": ["results/bench/bench.csv"],
-    "numbers": ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv", "results/curves.csv"],
+    "speculative": SPEC_CSV,
+    "numbers": ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv", "results/curves.csv",
+                *SPEC_CSV],
 }
 FIGURES = list(FIGURE_INPUTS)
 TABLES = list(TABLE_INPUTS)
 
 
 def final_outputs():
-    outputs = ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv"]
+    outputs = ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv", *SPEC_CSV]
     outputs += expand("results/figures/{name}.pdf", name=FIGURES)
     outputs += expand("results/tables/{name}.tex", name=TABLES)
     if config["paper"]:
@@ -99,7 +121,8 @@ def paper_sources(wildcards=None):
     return paper_inputs(PAPER, made)
 
 
-INPUT_FLAGS = {"runs.csv": "--runs", "stats.csv": "--stats", "bench.csv": "--bench", "curves.csv": "--curves"}
+INPUT_FLAGS = {"runs.csv": "--runs", "stats.csv": "--stats", "bench.csv": "--bench", "curves.csv": "--curves",
+               "speculative.csv": "--speculative"}
 
 
 def input_flags(wildcards, input):
@@ -155,4 +178,6 @@ def job_resources(name, gpu_token=0):
         resources["mem_mb"] = slurm.mem_mb(config, name)
     if name == "benchmark_grid":  # its threads are the submitting host's cores; ask for what it times with
         resources["cpus_per_task"] = BENCH["threads"] or 8
+    if name == "benchmark_speculative":
+        resources["cpus_per_task"] = SPEC["threads"] or 8
     return resources

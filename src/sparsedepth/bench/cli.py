@@ -1,5 +1,6 @@
 """Command line of the benchmark: `python -m sparsedepth.bench --out CSV [flags]`, whose flags are generated
-from `BenchConfig` (as training's are from `TrainConfig`), and `... bench merge --out CSV INPUTS...`."""
+from `BenchConfig` (as training's are from `TrainConfig`), `... bench merge --out CSV INPUTS...`, and
+`... bench speculative --out CSV --runs RUN_DIR... [flags]` (flags from `speculative.SpecConfig`)."""
 
 from __future__ import annotations
 
@@ -42,10 +43,44 @@ def merge_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def speculative_parser() -> argparse.ArgumentParser:
+    from .speculative import SpecConfig
+
+    p = argparse.ArgumentParser(prog="python -m sparsedepth.bench speculative",
+                                description="Self-speculative vs ordinary greedy decoding of trained runs "
+                                "(one model/dataset/seed), batch 1, in one process.")
+    p.add_argument("--out", required=True, help="CSV to write (atomically)")
+    p.add_argument("--runs", nargs="+", required=True, help="finished run directories (results/runs/<model>/"
+                   "<arm>/<dataset>/seed<k>) of the reference and every arm; the arm is the path's variant")
+    add_dataclass_flags(p, SpecConfig)
+    return p
+
+
+def speculative_main(argv: Sequence[str]) -> int:
+    from .speculative import SpecConfig, SpeculativeMismatch, measure
+    from .speculative import write_rows as write_spec
+
+    args = speculative_parser().parse_args(argv)
+    try:
+        spec = from_dict(SpecConfig, flags_to_overrides(args, SpecConfig), "speculative benchmark flags")
+        rows = measure(spec, args.runs, progress=lambda s: print(s, flush=True))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except SpeculativeMismatch as e:
+        print(f"error: speculative output is not greedy output: {e}", file=sys.stderr)
+        return 1
+    write_spec(rows, args.out)
+    print(f"wrote {len(rows)} rows to {args.out}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
         return merge_main(argv[1:])
+    if argv[:1] == ["speculative"]:
+        return speculative_main(argv[1:])
     args = parser().parse_args(argv)
     try:
         bench = config_from_flags(args)

@@ -194,11 +194,42 @@ def check_names(study: dict) -> None:
     if unknown:
         raise ConfigError(f"benchmark.routers: unknown router(s) {unknown}; "
                           f"known: {', '.join(sorted(ROUTERS))}")
+    speculative_runs(study)  # checks its names and sizes
     variants = study.get("variants", {})
     wanted = study.get("figures", {}).get("routing_map_variants", [])
     if wanted and not set(wanted) & set(variants):  # the map draws those of them the grid has
         raise ConfigError(f"figures.routing_map_variants: none of {wanted} is a variant of this grid "
                           f"({', '.join(variants)})")
+
+
+def speculative_runs(study: dict) -> list[RunKey]:
+    """The trained runs the speculative benchmark reads (reference first), none when it is off. A name or
+    size that could not run is a ConfigError naming its `speculative.*` key, before any job starts."""
+    spec = study.get("speculative", {})
+    if not spec.get("enabled"):
+        return []
+    for key, known in (("model", study["models"]), ("dataset", study["datasets"])):
+        if spec.get(key) not in known:
+            raise ConfigError(f"speculative.{key}: {spec.get(key)!r} is not one of the grid's {key}s "
+                              f"({', '.join(known)})")
+    arms = list(dict.fromkeys([spec["reference"], *spec["arms"]]))
+    keys = [RunKey(spec["model"], arm, spec["dataset"], spec["seed"]) for arm in arms]
+    trained = set(run_keys(study))
+    for key in keys:
+        if key not in trained:
+            field = "reference" if key.variant == spec["reference"] else "arms"
+            raise ConfigError(f"speculative.{field}: the grid trains no run {key.path} (a variant of this "
+                              f"grid, at that cell and seed?)")
+        model = train_config(study, key).model
+        length = spec["prompt_len"] + spec["new_tokens"]
+        if length > model.max_seq_len:
+            raise ConfigError(f"speculative.new_tokens: prompt_len + new_tokens = {length} exceeds "
+                              f"{key.variant}'s max_seq_len {model.max_seq_len}")
+        bad = [e for e in spec["exit_layers"] if key.variant in spec["arms"] and e >= model.n_layers]
+        if bad:
+            raise ConfigError(f"speculative.exit_layers: {bad} not below {key.variant}'s {model.n_layers} "
+                              "blocks")
+    return keys
 
 
 def load_study(path: str | Path) -> dict:

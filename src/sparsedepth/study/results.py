@@ -26,6 +26,7 @@ FINITE = {
              "train_flops"),
     "curves": ("val_loss",),
     "bench": ("median_ms", "speedup"),
+    "speculative": ("median_ms", "tokens_per_s", "speedup"),
     "stats": ("effect", "reference_bpb", "arm_bpb"),
 }
 

@@ -70,6 +70,8 @@ def gpus(study: dict, rule: str) -> int:
         return int(study.get("benchmark", {}).get("device", "auto") == "cuda")
     if rule == "lm_eval":
         return int(study.get("lm_eval", {}).get("device", "cpu") == "cuda")
+    if rule == "benchmark_speculative":
+        return int(study.get("speculative", {}).get("device", "auto") == "cuda")
     return 0
 
 
@@ -132,6 +134,12 @@ def runtime(study: dict, rule: str, key: RunKey | None = None, attempt: int = 1,
                  + len(bench.get("decode_prompt", [128])) * len(bench.get("decode_batch", [1, 8])))
         routers = len(bench.get("routers", [])) + 1
         minutes = START_MINUTES + 2 * cells * routers * bench.get("max_seconds", 600) / 60 / 4
+    elif rule == "benchmark_speculative":  # each case decoded repeats + 3 times at 20 ms/token (pessimistic)
+        spec = study.get("speculative", {})
+        configs = len(spec.get("exit_layers", [])) * len(spec.get("draft_tokens", []))
+        cases = len(spec.get("arms", [])) * (1 + configs)
+        tokens = spec.get("prompts", 2) * spec.get("new_tokens", 32) * (spec.get("repeats", 3) + 3)
+        minutes = START_MINUTES + cases * tokens * 0.02 / 60
     else:
         minutes = SMALL[rule][0]
     return _minutes(minutes, attempt, env)
@@ -156,6 +164,6 @@ def mem_mb(study: dict, rule: str, key: RunKey | None = None) -> int:
         return _round_up(base + 2 * need / 1e6, 1000)
     if rule == "prepare_data":
         return 16000 if set(study["datasets"]) & HUB_DATASETS else 4000
-    if rule == "benchmark_grid":
+    if rule in ("benchmark_grid", "benchmark_speculative"):
         return 16000 if gpus(study, rule) else 8000
     return SMALL[rule][1]

@@ -4,7 +4,8 @@
         --bench results/bench/bench.csv --baseline dense --out results/tables/NAME.tex
 
 NAME is `main` (one row per model × dataset × arm), `bench` (batch × sequence length per router, the origin
-project's table), `hypotheses`, `equal_steps` or `numbers` (the paper's macros, `study.numbers`). Each
+project's table), `speculative` (self-speculative decoding, `study.speculative`), `hypotheses`, `equal_steps`
+or `numbers` (the paper's macros, `study.numbers`). Each
 table is a numeric DataFrame first (`main_table`, `bench_table`) and LaTeX second (`study.latex`), so the
 notebook can show the same numbers. A command reads only the files it is given (the rule's inputs), and a
 named file that is missing or holds a diverged run is an error (`study.results`), never a quiet gap.
@@ -254,8 +255,14 @@ def _numbers(a) -> str:
 
     values = paper_numbers(load(a.runs, "runs"), load(a.stats, "stats"), load(a.bench, "bench"),
                            load(a.curves, "curves"), baseline=a.baseline, study=a.study, kind=a.kind,
-                           router=a.router)
+                           router=a.router, speculative=load(a.speculative, "speculative"))
     return format_numbers(values)
+
+
+def _speculative(a) -> str:
+    from .speculative import format_speculative, speculative_table
+
+    return format_speculative(speculative_table(load(a.speculative, "speculative")))
 
 
 def _hypotheses(a) -> str:
@@ -274,7 +281,7 @@ def _equal_steps(a) -> str:
 
 TABLES: dict[str, Callable[[argparse.Namespace], str]] = {
     "main": _main, "bench": _bench, "numbers": _numbers, "hypotheses": _hypotheses,
-    "equal_steps": _equal_steps,
+    "equal_steps": _equal_steps, "speculative": _speculative,
 }
 
 
@@ -283,7 +290,8 @@ def parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("name", choices=sorted(TABLES))
     add_result_args(p, {"runs": "tidy runs table", "stats": "hypotheses table", "bench": "benchmark table",
-                        "curves": "learning curves (equal_steps, numbers)"},
+                        "curves": "learning curves (equal_steps, numbers)",
+                        "speculative": "speculative-decoding benchmark (speculative, numbers)"},
                     "the arm every other arm is compared with")
     p.add_argument("--out", required=True, help="output .tex file")
     p.add_argument("--kind", default="prefill", help="bench/numbers: kind of measurement (train_step|prefill|"
