@@ -81,7 +81,7 @@ def test_stacked_prefill_rows_keep_each_prompt_and_size_by_the_longest(tiny_cfg)
 def test_chunks_where_some_samples_skip_a_block_append_in_place(router, tiny_cfg, monkeypatch):
     """Multi-token chunks in which some samples keep no token for a block (the row-subset path, whose
     cache rows are written in place) decode like the full forward pass."""
-    import sparsedepth.model as model_module
+    import sparsedepth.skipping as model_module
 
     calls = []
     original = model_module._apply_rows
