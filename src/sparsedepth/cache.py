@@ -128,6 +128,22 @@ class KVCache:
         layers = [LayerCache.stack(group) for group in zip(*(c.layers for c in caches), strict=True)]
         return cls(layers, torch.cat([c.positions for c in caches]))
 
+    def rollback(self, lengths: Tensor, positions: Tensor) -> None:
+        """Forget what was cached past `lengths` ([B, L]: per sample, per block) and move each sample's next
+        position back to `positions` ([B]), e.g. for drafted tokens that verification rejected. Exact for the
+        compact cache whatever each block cached: a block appends a sample's tokens in order, so the kept
+        tokens are a prefix of its rows. The forgotten slots stay in place (attention never reads past a
+        row's length, and the next tokens overwrite them)."""
+        for i, c in enumerate(self.layers):
+            c.lengths.copy_(lengths[:, i])
+        self.positions.copy_(positions)
+
+    def select(self, rows: Tensor) -> None:
+        """Keep samples `rows` only, in that order (finished samples leave a batch that decodes on)."""
+        for c in self.layers:
+            c.k, c.v, c.lengths = c.k[rows], c.v[rows], c.lengths[rows]
+        self.positions = self.positions[rows]
+
     def lengths(self) -> Tensor:
         """[B, L] cached tokens per sample per block (= tokens that ran it)."""
         return torch.stack([c.lengths for c in self.layers], dim=1)
