@@ -3,7 +3,7 @@ leaves the cache exactly as ordinary decoding of the same tokens would."""
 
 import pytest
 import torch
-from conftest import make, tokens
+from conftest import DeviceGuard, make, tokens
 
 from sparsedepth import ROUTERS
 from sparsedepth.bench import calibrate
@@ -113,3 +113,19 @@ def test_refuses_what_it_cannot_do(tiny_cfg):
 
 def test_acceptance_before_any_draft_is_nan():
     assert SpeculativeStats().acceptance != SpeculativeStats().acceptance
+
+
+@pytest.mark.parametrize("router", ["mod", "early_exit", "mor"])
+def test_every_tensor_follows_the_model_device(router, tiny_cfg):
+    """Run under a meta default device: a tensor made without the model's device (a GPU bug) fails here."""
+    model = model_for(router, tiny_cfg)
+    prompts = prompts_for(tiny_cfg)
+    ref = generate(model, prompts, 9, temperature=0)
+    guard = DeviceGuard("cpu")
+    torch.set_default_device("meta")
+    try:
+        with guard:
+            out, _ = speculative_generate(model, prompts, 9, 2, 3, eos_id=ref.tokens[1][4])
+    finally:
+        torch.set_default_device(None)
+    assert guard.calls > 100 and out.tokens[0][:4] == ref.tokens[0][:4]
