@@ -140,7 +140,7 @@ class KVCache:
         self.positions.copy_(positions)
 
     def select(self, rows: Tensor) -> None:
-        """Keep samples `rows` only, in that order (finished samples leave a batch that decodes on)."""
+        """Keep samples `rows` only, in that order (finished samples leave a batch; beams are reordered)."""
         for c in self.layers:
             c.k, c.v, c.lengths = c.k[rows], c.v[rows], c.lengths[rows]
         self.positions = self.positions[rows]

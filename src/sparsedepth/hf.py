@@ -148,18 +148,13 @@ class RoutedCache:
         keep = self.seen + max_length if max_length < 0 else min(max_length, self.seen)
         if keep == self.seen:
             return
-        self.appended = self.appended[:, :keep]
-        for layer, c in enumerate(self.kv.layers):
-            c.lengths.copy_(self.appended[:, :, layer].sum(1))
-        self.real = self.real[:, :keep]
-        self.kv.positions.copy_(self.real.sum(1))
+        self.appended, self.real = self.appended[:, :keep], self.real[:, :keep]
+        self.kv.rollback(self.appended.sum(1), self.real.sum(1))
         self.seen = keep
 
     def reorder_cache(self, beam_idx: Tensor) -> None:
         """Beam search: row i continues beam `beam_idx[i]`."""
-        for c in self.kv.layers:
-            c.k, c.v, c.lengths = c.k[beam_idx], c.v[beam_idx], c.lengths[beam_idx]
-        self.kv.positions = self.kv.positions[beam_idx]
+        self.kv.select(beam_idx)
         self.appended, self.real = self.appended[beam_idx], self.real[beam_idx]
 
 
