@@ -3,7 +3,8 @@
 Hard skipping, per sample: gather the kept tokens (sorted by original position, padding after them),
 run the block on them with their original rotary positions, scatter the block's output back. Padding sits
 after every real token, so plain causal attention never lets a real token see it, and tokens of different
-samples never meet. Skipped tokens pass through unchanged and are not keys/values in that block.
+samples never meet. Skipped tokens pass through unchanged and are not keys/values in that block. (The
+gathering mechanics live in `skipping.py`; this file is the model.)
 
 A padded batch (`attention_mask`, left or right padding) is handled the same way: its real tokens are packed
 to the front of each row, and padding is a token that runs no block at all, so it is never a key, never
