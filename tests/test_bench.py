@@ -171,7 +171,7 @@ def test_origin_flat_ablation_has_the_documented_flaw():
 def test_timed_decode_path_equals_the_full_forward(router, monkeypatch):
     """Cached decoding as the benchmark times it (calibrated, causal rule, batch where only some samples
     run a block, so the row-subset path runs) gives the full forward pass's logits."""
-    import sparsedepth.model as model_module
+    import sparsedepth.skipping as model_module
     from sparsedepth.cache import KVCache
 
     calls = []

@@ -90,6 +90,12 @@ def test_train_then_evaluate_end_to_end(tmp_path):
     assert any(ch in result.stdout for ch in "₁₂") and "blocks run, of 2" in result.stdout
     result = run("sample", "--run", str(tmp_path / "run"), "--max-new-tokens", "500")
     assert result.returncode == 2 and "max_seq_len" in result.stderr
+    greedy = ["sample", "--run", str(tmp_path / "run"), "--prompt", "KING:", "--max-new-tokens", "8"]
+    plain = run(*greedy, "--temperature", "0")
+    spec = run(*greedy, "--temperature", "0", "--speculative-exit", "1", "--draft-tokens", "3")
+    assert spec.returncode == 0 and spec.stdout == plain.stdout and "drafts accepted" in spec.stderr
+    result = run(*greedy, "--speculative-exit", "1")
+    assert result.returncode == 2 and "--temperature 0" in result.stderr
 
 
 def test_prepare_then_auto_resume_of_a_killed_job(tmp_path):

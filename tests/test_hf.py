@@ -217,3 +217,29 @@ def test_cli_usage_error_exits_2(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["export", "--run", "somewhere"])
     assert exit_info.value.code == 2 and "--out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["threshold", "early_exit", "mod", "probe"])
+def test_speculative_generate_equals_greedy_generate(case, tiny_cfg):
+    """`generate(..., speculative=...)` routes to our self-speculative loop: same tokens as greedy HF
+    generate, left padding and eos included (finished rows filled with the pad id)."""
+    model = hf_model(case, tiny_cfg)
+    with torch.no_grad():
+        for p in model.model.blocks.parameters():  # a shallow draft that is often wrong
+            p.mul_(8.0) if p.dim() == 2 else None
+    prompts = [tokens(tiny_cfg, batch=1, length=n, seed=n)[0] for n in (9, 4, 6)]
+    x, mask = torch.full((3, 9), 5), torch.zeros(3, 9, dtype=torch.long)
+    for b, p in enumerate(prompts):
+        x[b, 9 - len(p):], mask[b, 9 - len(p):] = p, 1
+    kw = dict(attention_mask=mask, max_new_tokens=12, do_sample=False, pad_token_id=5)
+    plain = model.generate(x, **kw)
+    for spec in ({"exit_layer": 1, "draft_tokens": 3}, {"exit_layer": 2, "draft_tokens": 1}):
+        assert torch.equal(model.generate(x, speculative=spec, **kw), plain)
+    eos = int(plain[0, 9 + 3])
+    plain = model.generate(x, eos_token_id=eos, **kw)
+    assert torch.equal(model.generate(x, eos_token_id=eos, speculative={"exit_layer": 1, "draft_tokens": 2},
+                                      **kw), plain)
+    with pytest.raises(ValueError, match="greedily"):
+        model.generate(x, speculative={"exit_layer": 1, "draft_tokens": 2}, do_sample=True)
+    with pytest.raises(ValueError, match="num_beams"):
+        model.generate(x, speculative={"exit_layer": 1, "draft_tokens": 2}, max_new_tokens=3, num_beams=2)

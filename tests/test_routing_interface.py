@@ -15,7 +15,7 @@ from sparsedepth.routing import Decision, Router
 SRC = Path(__file__).resolve().parents[1] / "src" / "sparsedepth"
 HOOKS = ("begin", "decide", "aux_loss", "target_loss", "set_inference", "calibrate", "fit_capacity",
          "attach", "set_progress", "flops_per_token", "weight_flops_per_token", "training_counts",
-         "training_readouts", "training_flops_per_token")
+         "training_readouts", "training_flops_per_token", "carry", "restore")
 
 
 def test_the_base_class_declares_every_hook_with_a_default():

@@ -2,9 +2,10 @@
 
 Each block caches keys/values only for the tokens that ran it, so a sample's cache length differs per
 block and per sample: a skipped token is simply absent as a key in the blocks it skipped, exactly as in
-the full forward pass. Storage is sized by use, per block: it starts empty and grows (amortised: by at
-least a quarter, in pages of `PAGE` token slots, capped at `max_seq_len`) only when a block's longest row
-needs it, so a block that most tokens skip holds a few pages where a dense one holds the whole sequence.
+the full forward pass. Storage is sized by use, per block: it starts empty and grows by whole pages of
+`PAGE` token slots (capped at `max_seq_len`) only when a block's longest row needs it, so a block that most
+tokens skip holds a few pages where a dense one holds the whole sequence, and no block holds more than a
+page it does not use.
 One spare "scratch" slot past the capacity takes the writes of padded (invalid) gathered entries, so
 appending needs no host sync beyond the one that sizes the attention window.
 """
@@ -16,7 +17,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-PAGE = 32  # token slots a block's storage grows by, at least
+PAGE = 16  # token slots a block's storage grows by
 
 
 class LayerCache:
@@ -33,12 +34,12 @@ class LayerCache:
         return self.k.numel() * self.k.element_size() + self.v.numel() * self.v.element_size()
 
     def reserve(self, needed: int) -> None:
-        """Make room for `needed` tokens in every row: grow to a whole number of pages, by ≥ 25 %, so a
-        sequence decoded token by token is copied O(1) times per token on average."""
+        """Make room for `needed` tokens in every row: the fewest whole pages that hold them. Growing by a
+        page, not geometrically, wastes < one page per block and row; the price is a copy of the block's
+        cache every `PAGE` decoded tokens, 1/PAGE of the keys/values attention reads over those tokens."""
         if needed <= self.capacity:
             return
-        grown = max(needed, self.capacity + self.capacity // 4)
-        size = -(-grown // PAGE) * PAGE
+        size = -(-needed // PAGE) * PAGE
         if self.max_len is not None:
             size = max(needed, min(size, self.max_len))
         B, H, _, D = self.k.shape
@@ -127,6 +128,22 @@ class KVCache:
         """One batched cache from caches filled separately (e.g. prompts of different lengths)."""
         layers = [LayerCache.stack(group) for group in zip(*(c.layers for c in caches), strict=True)]
         return cls(layers, torch.cat([c.positions for c in caches]))
+
+    def rollback(self, lengths: Tensor, positions: Tensor) -> None:
+        """Forget what was cached past `lengths` ([B, L]: per sample, per block) and move each sample's next
+        position back to `positions` ([B]), e.g. for drafted tokens that verification rejected. Exact for the
+        compact cache whatever each block cached: a block appends a sample's tokens in order, so the kept
+        tokens are a prefix of its rows. The forgotten slots stay in place (attention never reads past a
+        row's length, and the next tokens overwrite them)."""
+        for i, c in enumerate(self.layers):
+            c.lengths.copy_(lengths[:, i])
+        self.positions.copy_(positions)
+
+    def select(self, rows: Tensor) -> None:
+        """Keep samples `rows` only, in that order (finished samples leave a batch; beams are reordered)."""
+        for c in self.layers:
+            c.k, c.v, c.lengths = c.k[rows], c.v[rows], c.lengths[rows]
+        self.positions = self.positions[rows]
 
     def lengths(self) -> Tensor:
         """[B, L] cached tokens per sample per block (= tokens that ran it)."""

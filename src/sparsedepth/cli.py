@@ -163,8 +163,18 @@ def cmd_sample(args: argparse.Namespace) -> None:
     model, cfg, data = load_run(args.run)
     set_mode(model, "causal")
     prompt = data.tokenizer.encode(args.prompt).ids or [data.eot_id]
-    result = generate(model, [prompt], args.max_new_tokens, args.temperature, args.top_k, args.top_p,
-                      eos_id=data.eot_id, seed=args.seed)
+    if args.speculative_exit is None:
+        result = generate(model, [prompt], args.max_new_tokens, args.temperature, args.top_k, args.top_p,
+                          eos_id=data.eot_id, seed=args.seed)
+    else:
+        from .speculative import speculative_generate
+
+        if args.temperature != 0:
+            raise ValueError("--speculative-exit decodes greedily: pass --temperature 0")
+        result, stats = speculative_generate(model, [prompt], args.max_new_tokens, args.speculative_exit,
+                                             args.draft_tokens, eos_id=data.eot_id)
+        print(f"(self-speculative: blocks 0..{args.speculative_exit - 1} draft {args.draft_tokens} a round; "
+              f"{stats.accepted}/{stats.drafted} drafts accepted in {stats.rounds} rounds)", file=sys.stderr)
     ids = prompt + result.tokens[0]
     if not args.show_routing:
         print(data.tokenizer.decode(ids))
@@ -221,6 +231,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--top-p", type=float, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--speculative-exit", type=int, default=None, metavar="E",
+                   help="self-speculative greedy decoding (needs --temperature 0): the first E blocks draft, "
+                   "the rest verify; same text as plain greedy decoding")
+    p.add_argument("--draft-tokens", type=int, default=4, help="with --speculative-exit: drafts per round")
     p.add_argument("--show-routing", action="store_true", help="mark each token with the blocks it ran")
     p.add_argument("--no-color", action="store_true", help="with --show-routing: subscripts only")
     p.set_defaults(func=cmd_sample)

@@ -46,6 +46,7 @@ from .cache import KVCache  # noqa: E402
 from .config import ConfigError, ModelConfig, from_dict, to_dict  # noqa: E402
 from .model import Block, Rotary, SparseDepthModel, build_model  # noqa: E402
 from .routing import ROUTERS, Router  # noqa: E402
+from .speculative import speculative_generate  # noqa: E402
 
 _MODEL_DEFAULTS = ModelConfig()
 
@@ -147,18 +148,13 @@ class RoutedCache:
         keep = self.seen + max_length if max_length < 0 else min(max_length, self.seen)
         if keep == self.seen:
             return
-        self.appended = self.appended[:, :keep]
-        for layer, c in enumerate(self.kv.layers):
-            c.lengths.copy_(self.appended[:, :, layer].sum(1))
-        self.real = self.real[:, :keep]
-        self.kv.positions.copy_(self.real.sum(1))
+        self.appended, self.real = self.appended[:, :keep], self.real[:, :keep]
+        self.kv.rollback(self.appended.sum(1), self.real.sum(1))
         self.seen = keep
 
     def reorder_cache(self, beam_idx: Tensor) -> None:
         """Beam search: row i continues beam `beam_idx[i]`."""
-        for c in self.kv.layers:
-            c.k, c.v, c.lengths = c.k[beam_idx], c.v[beam_idx], c.lengths[beam_idx]
-        self.kv.positions = self.kv.positions[beam_idx]
+        self.kv.select(beam_idx)
         self.appended, self.real = self.appended[beam_idx], self.real[beam_idx]
 
 
@@ -321,6 +317,38 @@ class SparseDepthForCausalLM(PreTrainedModel, GenerationMixin):
         logits = out.logits[:, -logits_to_keep:] if logits_to_keep and targets is not None else out.logits
         return SparseDepthOutput(loss=loss, logits=logits, cache=cache,
                                  layers_per_token=out.layers_per_token, aux_loss=out.aux_loss)
+
+    def generate(self, inputs: Tensor | None = None, generation_config=None, speculative: dict | None = None,
+                 **kwargs):
+        """HF's `generate`; with `speculative={"exit_layer": E, "draft_tokens": k}`, greedy self-speculative
+        decoding on our routed cache instead (`sparsedepth.speculative`: the first E blocks draft k tokens a
+        round, the rest verify them in one pass), equal to greedy `generate` token for token. That path
+        takes `input_ids` (left padding via `attention_mask`), `max_new_tokens` (else the config's
+        `max_length`), `eos_token_id`, `pad_token_id` (fills rows that stopped early); it refuses the rest."""
+        if speculative is None:
+            return super().generate(inputs, generation_config, **kwargs)
+        config = generation_config or self.generation_config
+        ids = inputs if inputs is not None else kwargs.pop("input_ids")
+        mask = kwargs.pop("attention_mask", None)
+        if kwargs.pop("do_sample", config.do_sample):
+            raise ValueError("speculative generate decodes greedily: pass do_sample=False")
+        new = kwargs.pop("max_new_tokens", config.max_new_tokens)
+        new = new if new is not None or config.max_length is None else config.max_length - ids.shape[1]
+        eos = kwargs.pop("eos_token_id", config.eos_token_id)
+        eos = eos[0] if isinstance(eos, list) and len(eos) == 1 else eos
+        pad = kwargs.pop("pad_token_id", config.pad_token_id)
+        kwargs.pop("use_cache", None)  # it always decodes with the cache
+        if new is None:
+            raise ValueError("speculative generate needs max_new_tokens (or a max_length)")
+        if kwargs or isinstance(eos, list):
+            raise ValueError(f"speculative generate does not take {sorted(kwargs) or 'several eos ids'}")
+        rows = ids.tolist() if mask is None else [r[m > 0].tolist() for r, m in zip(ids, mask, strict=True)]
+        out, _ = speculative_generate(self.model, rows, new, **speculative, eos_id=eos)
+        width = max(len(t) for t in out.tokens)
+        fill = pad if pad is not None else eos if eos is not None else 0
+        tail = [t + [fill] * (width - len(t)) for t in out.tokens]
+        tail = torch.tensor(tail, dtype=ids.dtype, device=ids.device).view(len(tail), width)
+        return torch.cat([ids, tail], 1)
 
     def prepare_inputs_for_generation(self, input_ids: Tensor, cache: RoutedCache | None = None,
                                       attention_mask: Tensor | None = None, use_cache: bool | None = None,

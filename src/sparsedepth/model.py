@@ -3,7 +3,8 @@
 Hard skipping, per sample: gather the kept tokens (sorted by original position, padding after them),
 run the block on them with their original rotary positions, scatter the block's output back. Padding sits
 after every real token, so plain causal attention never lets a real token see it, and tokens of different
-samples never meet. Skipped tokens pass through unchanged and are not keys/values in that block.
+samples never meet. Skipped tokens pass through unchanged and are not keys/values in that block. (The
+gathering mechanics live in `skipping.py`; this file is the model.)
 
 A padded batch (`attention_mask`, left or right padding) is handled the same way: its real tokens are packed
 to the front of each row, and padding is a token that runs no block at all, so it is never a key, never
@@ -18,9 +19,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .cache import KVCache, LayerCache, RowsCache
+from .cache import KVCache, LayerCache
 from .config import ConfigError, ModelConfig
-from .routing import ROUTERS, Decision, Router
+from .routing import ROUTERS, Router
+from .skipping import (  # noqa: F401 (re-exported: tests and callers import them from here)
+    apply_masked,
+    apply_routed,
+    gather_plan,
+    pack_padding,
+    unpack,
+)
 
 
 class Rotary(nn.Module):
@@ -112,100 +120,6 @@ class Block(nn.Module):
         return a + self.drop(self.mlp(self.norm2(x + a)))
 
 
-def gather_plan(decision: Decision, minimum: int = 0) -> tuple[Tensor, Tensor | None]:
-    """Positions to gather per sample ([B, K], ascending) and which of them are real (None: all are).
-
-    Variable-count routers need K = the largest count in the batch: one device→host sync per routed
-    block. Fixed-count (top-k) routers hand over their index and need none.
-    """
-    if decision.index is not None:
-        return decision.index, None
-    mask = decision.mask
-    counts = mask.sum(dim=1)
-    width = max(int(counts.max()), minimum)
-    order = torch.sort((~mask).to(torch.int8), dim=1, stable=True).indices[:, :width]
-    valid = torch.arange(width, device=mask.device) < counts.unsqueeze(1)
-    return order, valid
-
-
-def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, positions: Tensor,
-                 cache: LayerCache | None = None, real: Tensor | None = None) -> Tensor:
-    """Hard skipping: the block runs on the gathered tokens only, and its output is scattered back.
-
-    `positions` is [T] (a fresh sequence) or [B, T] (continuing a cache); gathered tokens keep theirs.
-    `real` ([B, T], a prefix per row; None: all) marks the packed batch's real tokens: under state
-    propagation only they are cached as context keys (without a cache, padding is after them anyway)."""
-    propagate = decision.propagate
-    if cache is not None and not propagate and decision.index is None and h.shape[1] == 1:
-        return _decode_one(block, h, decision, rope, positions, cache)
-    # with a cache, a propagating block must run (≥ 1 padded query) to append the context's keys/values
-    index, valid = gather_plan(decision, minimum=1 if propagate and cache is not None else 0)
-    if index.shape[1] == 0:
-        return h
-    if cache is not None and valid is not None and not propagate:
-        rows = valid[:, 0].nonzero().squeeze(1)  # samples that keep a token (valid is a prefix)
-        if rows.numel() < h.shape[0]:
-            return _apply_rows(block, h, rows, index[rows], valid[rows], decision, rope, positions, cache)
-    index3 = index.unsqueeze(-1).expand(-1, -1, h.shape[-1])
-    kept_positions = index if positions.dim() == 1 else positions.gather(1, index)
-    context = dict(context=h, context_positions=positions, query_offsets=index) if propagate else {}
-    delta = block.residual(h.gather(1, index3), rope, kept_positions, cache=cache,
-                           valid=real if propagate else valid, **context)
-    weight = decision.gate.gather(1, index)
-    if valid is not None:
-        weight = weight * valid
-    return h.scatter_add(1, index3, (delta * weight.unsqueeze(-1).to(delta.dtype)).to(h.dtype))  # autocast
-
-
-def _decode_one(block: Block, h: Tensor, decision: Decision, rope: Rotary, positions: Tensor,
-                cache: LayerCache) -> Tensor:
-    """One new token per sample (batched decoding): the samples whose token runs the block are found with
-    one sync and run alone, without sorting a gather plan; when all run, no gather at all."""
-    rows = decision.mask[:, 0].nonzero().squeeze(1)
-    if rows.numel() == 0:
-        return h
-    if rows.numel() == h.shape[0]:
-        delta = block.residual(h, rope, positions, cache=cache)
-        return h + (delta * decision.gate.unsqueeze(-1).to(delta.dtype)).to(h.dtype)
-    index = rows.new_zeros(rows.numel(), 1)  # each running sample's one token
-    return _apply_rows(block, h, rows, index, None, decision, rope, positions, cache)
-
-
-def _apply_rows(block: Block, h: Tensor, rows: Tensor, index: Tensor, valid: Tensor | None,
-                decision: Decision, rope: Rotary, positions: Tensor, cache: LayerCache) -> Tensor:
-    """Cached decoding of a batch where only `rows` keep a token: the block runs on those samples alone
-    (padding every sample to one token would run the block on the whole batch whenever any sample needs
-    it), appending to their cache rows in place. `index`/`valid` are those samples' gather plan."""
-    x = h.index_select(0, rows)
-    index3 = index.unsqueeze(-1).expand(-1, -1, h.shape[-1])
-    kept_positions = positions.index_select(0, rows).gather(1, index)
-    delta = block.residual(x.gather(1, index3), rope, kept_positions, cache=RowsCache(cache, rows),
-                           valid=valid)
-    weight = decision.gate.index_select(0, rows).gather(1, index)
-    if valid is not None:
-        weight = weight * valid
-    update = x.scatter_add(1, index3, (delta * weight.unsqueeze(-1).to(delta.dtype)).to(h.dtype))
-    return h.index_copy(0, rows, update)
-
-
-def apply_masked(block: Block, h: Tensor, decision: Decision, rope: Rotary, positions: Tensor,
-                 cache: LayerCache | None = None, real: Tensor | None = None) -> Tensor:
-    """Reference (slow) path: full-length compute, skipped tokens masked out as keys and outputs.
-
-    Used by the tests to check `apply_routed` and by benchmarks as the "masked, no savings" ablation.
-    """
-    if cache is not None or positions.dim() != 1:
-        raise NotImplementedError("the masked reference path does not decode with a cache")
-    T = h.shape[1]
-    causal = torch.ones(T, T, dtype=torch.bool, device=h.device).tril()
-    eye = torch.eye(T, dtype=torch.bool, device=h.device)
-    keys = decision.mask.unsqueeze(1) | decision.propagate  # propagate: all are keys
-    allowed = (causal & keys) | eye  # self-attention keeps skipped rows finite
-    delta = block.residual(h, rope, torch.arange(T, device=h.device), allowed)
-    weight = decision.gate * decision.mask
-    return h + delta * weight.unsqueeze(-1).to(delta.dtype)
-
-
 @dataclass
 class ModelOutput:
     logits: Tensor  # [B, T, V]
@@ -248,6 +162,28 @@ class SparseDepthModel(nn.Module):
         """Logits from any hidden state through the final norm and the (tied) head."""
         return self.lm_head(self.norm_f(h))
 
+    def run_blocks(self, h: Tensor, positions: Tensor, cache: KVCache | None = None, start: int = 0,
+                   stop: int | None = None, real: Tensor | None = None) -> tuple[Tensor, list[Tensor]]:
+        """Blocks `start`..`stop`-1 on `h` (the state entering `start`; the router has begun the pass), and
+        per block the [B, T] tokens that ran it. A range of its own so self-speculative decoding can run a
+        draft (the first blocks) and its verification (the rest) as parts of one model."""
+        ran = []
+        apply = apply_routed if self.hard_skip else apply_masked
+        everyone = torch.ones(h.shape[:2], dtype=torch.bool, device=h.device) if real is None else real
+        for i in range(start, len(self.blocks) if stop is None else stop):
+            block, layer_cache = self.blocks[i], None if cache is None else cache.layers[i]
+            if i in self.routed:
+                with torch.autocast(h.device.type, enabled=False):
+                    decision = self.router.decide(h, i)
+                if real is not None:  # padding runs no block, whatever the router said
+                    decision = replace(decision, mask=decision.mask & real, index=None)
+                h = apply(block, h, decision, self.rope, positions, layer_cache, real)
+                ran.append(decision.mask)
+            else:
+                h = h + block.residual(h, self.rope, positions, cache=layer_cache, valid=real)
+                ran.append(everyone)
+        return h, ran
+
     def forward(
         self, idx: Tensor, targets: Tensor | None = None, cache: KVCache | None = None,
         logits_to_keep: int = 0, attention_mask: Tensor | None = None,
@@ -280,21 +216,7 @@ class SparseDepthModel(nn.Module):
         h = self.wte(idx)  # the residual stream stays fp32 under autocast; so do router scores (autocast off)
         with torch.autocast(h.device.type, enabled=False):
             self.router.begin(h, positions, real)
-        ran = []
-        apply = apply_routed if self.hard_skip else apply_masked
-        everyone = torch.ones(B, T, dtype=torch.bool, device=idx.device) if real is None else real
-        for i, block in enumerate(self.blocks):
-            layer_cache = None if cache is None else cache.layers[i]
-            if i in self.routed:
-                with torch.autocast(h.device.type, enabled=False):
-                    decision = self.router.decide(h, i)
-                if real is not None:  # padding runs no block, whatever the router said
-                    decision = replace(decision, mask=decision.mask & real, index=None)
-                h = apply(block, h, decision, self.rope, positions, layer_cache, real)
-                ran.append(decision.mask)
-            else:
-                h = h + block.residual(h, self.rope, positions, cache=layer_cache, valid=real)
-                ran.append(everyone)
+        h, ran = self.run_blocks(h, positions, cache, real=real)
         if cache is not None:
             cache.positions += T if real is None else real.sum(1)
         ran_t = torch.stack(ran, dim=-1)  # [B, T, L]
@@ -323,23 +245,6 @@ class SparseDepthModel(nn.Module):
             layer_counts=ran_t.sum(1).float(),
             routing=ran_t,
         )
-
-
-def pack_padding(attention_mask: Tensor) -> tuple[Tensor, Tensor]:
-    """Per row, the order that puts its real tokens first (stable, so they keep their order) and the packed
-    row's real prefix ([B, T] each). Packed, a left-padded batch is right-padded: real tokens sit at positions
-    0..n-1 as in their row alone, and padding after them is invisible to causal attention and to the cache
-    (it runs no block), so only top-k routers need to know of it (`Router.begin`'s `valid`)."""
-    keep = attention_mask.bool()
-    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
-    real = torch.arange(keep.shape[1], device=keep.device) < keep.sum(1, keepdim=True)
-    return order, real
-
-
-def unpack(packed: Tensor, order: Tensor) -> Tensor:
-    """Inverse of the packing gather: packed[:, j] goes back to column order[:, j]."""
-    index = order.view(*order.shape, *([1] * (packed.dim() - 2))).expand_as(packed)
-    return torch.empty_like(packed).scatter(1, index, packed)
 
 
 def routed_layers(n_layers: int, route_every: int) -> list[int]:

@@ -1,32 +1,167 @@
-"""STAND-IN, replaced at merge: the real greedy self-speculative decoding is written on another branch.
+"""Self-speculative greedy decoding for routed models (LayerSkip, Elhoushi et al. 2024), one shared cache.
 
-Only the API is fixed here (`speculative_generate`, `SpeculativeStats`) so that the speculative benchmark
-(`sparsedepth.bench.speculative`) can be built and tested against it; this version decodes ordinarily
-(greedy `generate`) and drafts nothing, so its rows report no acceptance. Nothing may rely on its internals.
+The draft is the model itself cut at `exit_layer`: its first blocks, read out by the shared head (final norm
++ tied head), which LayerSkip's early-exit loss trains to predict. Blocks below the exit see the same inputs
+whether a token is drafted or verified, and route it the same way, so the keys/values the draft appends to
+the main cache are exactly the full model's: verification runs only the blocks from the exit on, over every
+drafted token's exit-layer state in one routed pass, and nothing is computed twice. Each round keeps the
+longest drafted prefix that equals the full model's argmax, then the full model's own next token (the
+correction, or a bonus when every draft was right), and rolls every block's cache back to the kept tokens:
+the output is ordinary greedy `generate`'s, token for token, at fewer full-depth passes when drafts agree.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from .generate import Generation, generate
+import torch
+from torch import Tensor
+
+from .cache import KVCache
+from .generate import Generation, prefill
 from .model import SparseDepthModel
 
 
 @dataclass
 class SpeculativeStats:
-    rounds: int
-    drafted: int
-    accepted: int
+    rounds: int = 0  # draft-then-verify rounds (batched: one per step of the whole batch)
+    drafted: int = 0  # draft tokens proposed, summed over samples
+    accepted: int = 0  # of them, equal to the full model's greedy token
+    exit_layer: int = 0
+    draft_tokens: int = 0
+    layers: list[list[int]] = field(default_factory=list)  # blocks each fed generated token ran, per sample
 
     @property
     def acceptance(self) -> float:
+        """Accepted / drafted (nan before any draft)."""
         return self.accepted / self.drafted if self.drafted else float("nan")
 
 
+def check_speculative(model: SparseDepthModel, exit_layer: int, draft_tokens: int) -> None:
+    """Refuse, in one line, what self-speculation cannot do."""
+    n = model.cfg.n_layers
+    if not 1 <= exit_layer <= n:
+        raise ValueError(f"exit_layer must be in 1..{n} (the draft's blocks), got {exit_layer}")
+    if draft_tokens < 1:
+        raise ValueError(f"draft_tokens must be >= 1, got {draft_tokens}")
+    if model.router.inference != "causal":  # a draft decodes with the cache, one token at a time
+        raise ValueError(f"self-speculative decoding needs a causal router; {model.router.name}'s "
+                         f"{model.router.inference!r} inference mode is not causal: set_inference('causal')")
+
+
+@torch.no_grad()
 def speculative_generate(model: SparseDepthModel, prompts: Sequence[Sequence[int]], max_new_tokens: int,
-                         exit_layer: int, draft_tokens: int, eos_id: int | None = None,
-                         ) -> tuple[Generation, SpeculativeStats]:
-    """STAND-IN: ordinary greedy decoding; `exit_layer` and `draft_tokens` are ignored."""
-    return generate(model, prompts, max_new_tokens, temperature=0, eos_id=eos_id), SpeculativeStats(0, 0, 0)
+                         exit_layer: int, draft_tokens: int,
+                         eos_id: int | None = None) -> tuple[Generation, SpeculativeStats]:
+    """Greedy decoding of up to `max_new_tokens` per prompt (a sample stops at `eos_id`), drafting
+    `draft_tokens` per round with the first `exit_layer` blocks; equal to `generate(..., temperature=0)`.
+    Any batch size: each sample accepts its own count. Every router in its causal inference mode works
+    (MoD's top-k mode is refused: a token's routing there depends on later tokens)."""
+    check_speculative(model, exit_layer, draft_tokens)
+    model.eval()
+    longest = max(len(p) for p in prompts) + max_new_tokens
+    if longest > model.cfg.max_seq_len:
+        raise ValueError(f"prompt + new tokens ({longest}) exceed max_seq_len {model.cfg.max_seq_len}")
+    cache, logits, prompt_layers = prefill(model, prompts)
+    tokens, stats = speculative_decode(model, cache, logits, max_new_tokens, exit_layer, draft_tokens, eos_id)
+    return Generation(tokens, stats.layers, prompt_layers), stats
+
+
+@torch.no_grad()
+def speculative_decode(model: SparseDepthModel, cache: KVCache, logits: Tensor, max_new_tokens: int,
+                       exit_layer: int, draft_tokens: int,
+                       eos_id: int | None = None) -> tuple[list[list[int]], SpeculativeStats]:
+    """Continue prefilled `cache` (last logits [B, V]) greedily. The cache ends holding each unfinished
+    sample's tokens except its last (whose logits nobody needs); samples leave it as they finish."""
+    check_speculative(model, exit_layer, draft_tokens)
+    B = logits.shape[0]
+    stats = SpeculativeStats(exit_layer=exit_layer, draft_tokens=draft_tokens, layers=[[] for _ in range(B)])
+    out: list[list[int]] = [[] for _ in range(B)]
+    finished = [max_new_tokens <= 0] * B
+
+    def emit(b: int, token: int) -> None:
+        if not finished[b]:
+            out[b].append(token)
+            finished[b] = token == eos_id or len(out[b]) >= max_new_tokens
+
+    pending = logits.argmax(-1)  # each sample's last emitted token, not yet fed
+    for b, token in enumerate(pending.tolist()):
+        emit(b, token)
+    active = list(range(B))  # the sample of each cache row
+    while True:
+        keep = [i for i, b in enumerate(active) if not finished[b]]
+        if not keep:
+            return out, stats
+        if len(keep) < len(active):
+            rows = torch.tensor(keep, device=pending.device)
+            cache.select(rows)
+            pending, active = pending[rows], [active[i] for i in keep]
+        k = min(draft_tokens, min(max_new_tokens - len(out[b]) for b in active) - 1)
+        fed, accepted, ran = _round(model, cache, pending, exit_layer, k)
+        depth = ran.sum(-1).tolist()  # [B, k+1] blocks each fed token ran
+        for i, b in enumerate(active):
+            n, before = accepted[i], len(out[b])
+            for token in fed[i, 1:].tolist()[:n] + [int(pending[i])]:
+                emit(b, token)
+            # the fed tokens now emitted: the previous pending one, and the accepted drafts up to an eos
+            stats.layers[b].extend(depth[i][: 1 + min(n, len(out[b]) - before)])
+        stats.rounds += 1
+        stats.drafted += k * len(active)
+        stats.accepted += int(sum(accepted))
+
+
+def _round(model: SparseDepthModel, cache: KVCache, pending: Tensor, exit_layer: int, k: int):
+    """Draft `k` tokens after `pending` [B], verify them, roll the cache back to the kept ones. Returns the
+    fed tokens [B, k+1] (pending, then the drafts), each sample's accepted count and which blocks each fed
+    token ran [B, k+1, L]; `pending` becomes the full model's next tokens, in place."""
+    router, L = model.router, model.cfg.n_layers
+    lengths, positions = cache.lengths(), cache.positions.clone()
+    fed, embedded, states, ran, appended, hidden = [pending], [], [], [], [], []
+    for j in range(k + 1):  # the draft: blocks 0..exit-1, one token at a time, into the main cache
+        h0 = model.wte(fed[-1].unsqueeze(1))
+        before = cache.lengths()
+        with torch.autocast(h0.device.type, enabled=False):
+            router.begin(h0, cache.positions.unsqueeze(1))
+        h, step_ran = model.run_blocks(h0, cache.positions.unsqueeze(1), cache, 0, exit_layer)
+        cache.positions += 1
+        embedded.append(h0)
+        hidden.append(h)
+        states.append(router.carry())
+        ran.append(step_ran)
+        appended.append(_cached(before, cache.lengths(), step_ran, 0))
+        if j < k:  # the last fed token needs no draft: verification predicts after it
+            fed.append(model.readout(h[:, 0]).argmax(-1))
+    tokens = torch.stack(fed, 1)  # [B, k+1]
+    spans = positions.unsqueeze(1) + torch.arange(k + 1, device=tokens.device)
+    before = cache.lengths()
+    with torch.autocast(tokens.device.type, enabled=False):
+        router.begin(torch.cat(embedded, 1), spans)
+    router.restore({name: _cat([s[name] for s in states]) for name in states[0]})
+    h, verify_ran = model.run_blocks(torch.cat(hidden, 1), spans, cache, exit_layer, L)
+    full = model.readout(h).argmax(-1)  # [B, k+1]: the full model's greedy token after each fed one
+    accepted = (tokens[:, 1:] == full[:, :k]).cumprod(1).sum(1)  # [B]
+    per_token = torch.cat([torch.cat([torch.stack(r, -1) for r in ran], 1)] +
+                          ([torch.stack(verify_ran, -1)] if verify_ran else []), -1)  # [B, k+1, L]
+    cached = torch.cat(appended, 1) | _cached(before, cache.lengths(), verify_ran, exit_layer, k + 1)
+    kept = torch.arange(k + 1, device=tokens.device) <= accepted.unsqueeze(1)  # [B, k+1]
+    cache.rollback(lengths + (cached & kept.unsqueeze(-1)).sum(1), positions + accepted + 1)
+    pending.copy_(full.gather(1, accepted.unsqueeze(1)).squeeze(1))
+    return tokens, accepted.tolist(), per_token
+
+
+def _cached(before: Tensor, after: Tensor, ran: list[Tensor], start: int, T: int = 1) -> Tensor:
+    """[B, T, L]: which of T tokens blocks start..start+len(ran)-1 cached (other blocks: none). A block
+    caches the tokens that ran it, or every token when it propagates state (an early exit's exited tokens
+    stay keys); its cache lengths before and after tell the two apart."""
+    flags = torch.zeros(before.shape[0], T, before.shape[1], dtype=torch.bool, device=before.device)
+    if ran:
+        stop = start + len(ran)
+        everyone = (after - before)[:, start:stop] == T  # [B, n]
+        flags[:, :, start:stop] = torch.stack(ran, -1) | everyone.unsqueeze(1)
+    return flags
+
+
+def _cat(values: list[Tensor | None]) -> Tensor | None:
+    """Per-token router state of the draft steps, along T (None: the state is not set yet)."""
+    return None if any(v is None for v in values) else torch.cat(values, 1)

@@ -78,7 +78,8 @@ def capacity_count(capacity: float, length: int) -> int:
 class Router(nn.Module):
     """Base class: routes `routed_layers` of a model; dense layers never ask it.
 
-    Must provide: `name` and `decide`. May provide (defaults here): `begin`, `aux_loss` terms via `add_aux`,
+    Must provide: `name` and `decide`. May provide (defaults here): `begin`, `carry` (cross-layer state),
+    `aux_loss` terms via `add_aux`,
     `target_loss`, `inference_modes`, `propagates_state`, `calibrate`, `fit_capacity`, the FLOP accounting
     hooks (`flops_per_token`, `training_counts`, `training_readouts`, `training_flops_per_token`),
     and the class facts below: whether decisions are causal in training mode, which layers it routes by
@@ -136,6 +137,18 @@ class Router(nn.Module):
     def decide(self, h: Tensor, layer: int) -> Decision:
         """Which tokens run routed block `layer`, from the hidden state `h` [B, T, C] entering it."""
         raise NotImplementedError
+
+    def carry(self) -> dict[str, Tensor | None]:
+        """Per-token state ([B, T, ...]) that this pass's later decisions depend on beside the hidden state
+        (a nested router's survivors, an early exit's exit flags). Self-speculative decoding runs the first
+        blocks one token at a time and the rest on all drafted tokens at once, so it hands this, concatenated
+        along T, back to `restore` after `begin`. Default: none (each decision reads `h` and `begin` only)."""
+        return {}
+
+    def restore(self, state: dict[str, Tensor | None]) -> None:
+        """Take back, after `begin` for the same tokens, the state `carry` gave out."""
+        for name, value in state.items():
+            setattr(self, name, value)
 
     def set_inference(self, mode: str) -> None:
         """Select the eval-mode decision rule: one of `inference_modes` (training mode ignores it)."""

@@ -103,6 +103,10 @@ class EarlyExitRouter(Router):
             self.steps += 1
             self.phase = int(self.steps)  # read once per forward pass, not once per layer (a host sync)
 
+    def carry(self) -> dict[str, Tensor | None]:
+        """Which tokens have exited, and the state at the previous check (saturation)."""
+        return {"exited": self.exited, "previous": self.previous}
+
     def score(self, h: Tensor, layer: int) -> Tensor:
         """The confidence [B, T] that the state `h` entering `layer` is final enough to exit on."""
         if self.confidence == "saturation":

@@ -80,6 +80,10 @@ class MoRRouter(Router):
         super().begin(h0, positions, valid)
         self.kept = None  # depth 0: every token is eligible
 
+    def carry(self) -> dict[str, Tensor | None]:
+        """The survivors of the last depth run (None before the first): the next depth's eligible tokens."""
+        return {"kept": self.kept}
+
     def decide(self, h: Tensor, layer: int) -> Decision:
         depth = self.slot[layer]
         logit = self.proj[depth](h).squeeze(-1)

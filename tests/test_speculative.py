@@ -1,0 +1,131 @@
+"""Self-speculative greedy decoding equals ordinary greedy decoding token for token, for every router, and
+leaves the cache exactly as ordinary decoding of the same tokens would."""
+
+import pytest
+import torch
+from conftest import DeviceGuard, make, tokens
+
+from sparsedepth import ROUTERS
+from sparsedepth.bench import calibrate
+from sparsedepth.cache import KVCache
+from sparsedepth.generate import decode_step, generate, prefill
+from sparsedepth.speculative import SpeculativeStats, speculative_decode, speculative_generate
+
+
+def model_for(router, cfg, capacity=0.5):
+    """Random init with large block weights (so a shallow draft disagrees with the full model and drafts get
+    rejected), routers calibrated to their capacity (so tokens do skip blocks, early exits do exit)."""
+    model = make(router, cfg, capacity=capacity)
+    with torch.no_grad():
+        for p in model.blocks.parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.3)
+    calibrate(model, tokens(cfg, batch=4, length=32, seed=9))
+    return model.eval()
+
+
+def prompts_for(cfg):
+    return [tokens(cfg, 1, n, seed=n)[0].tolist() for n in (7, 3, 12)]
+
+
+@pytest.mark.parametrize("router", list(ROUTERS))
+@pytest.mark.parametrize(("exit_layer", "draft_tokens"), [(1, 1), (2, 3), (3, 4)])
+def test_speculative_equals_greedy_generate(router, exit_layer, draft_tokens, tiny_cfg):
+    model = model_for(router, tiny_cfg)
+    prompts = prompts_for(tiny_cfg)
+    ref = generate(model, prompts, 18, temperature=0)
+    out, stats = speculative_generate(model, prompts, 18, exit_layer, draft_tokens)
+    assert out.tokens == ref.tokens
+    assert out.prompt_layers == ref.prompt_layers
+    # every generated token but the last was fed, and ran the blocks it runs in ordinary decoding
+    assert all(a == b[: len(a)] and len(a) == 17 for a, b in zip(out.layers, ref.layers, strict=True))
+    assert stats.layers == out.layers and stats.rounds > 0 and 0 <= stats.accepted <= stats.drafted
+
+
+def test_drafts_do_get_rejected_and_samples_accept_their_own_counts(tiny_cfg):
+    """The equality above is not vacuous: a one-block draft is often wrong."""
+    model = model_for("threshold", tiny_cfg)
+    _, stats = speculative_generate(model, prompts_for(tiny_cfg), 18, 1, 3)
+    assert stats.acceptance < 0.5
+
+
+@pytest.mark.parametrize("router", list(ROUTERS))
+def test_cache_after_speculation_equals_cache_of_ordinary_decoding(router, tiny_cfg):
+    model = model_for(router, tiny_cfg)
+    prompt = prompts_for(tiny_cfg)[0]
+    cache, logits, _ = prefill(model, [prompt])
+    out, _ = speculative_decode(model, cache, logits, 20, 2, 3)
+    ref = KVCache.empty(model, 1)
+    with torch.no_grad():
+        model(torch.tensor([prompt]), cache=ref)
+        for token in out[0][:-1]:  # the last token is never fed
+            decode_step(model, torch.tensor([token]), ref)
+    assert torch.equal(cache.positions, ref.positions)
+    assert torch.equal(cache.lengths(), ref.lengths())
+    for ours, theirs in zip(cache.layers, ref.layers, strict=True):
+        n = int(theirs.lengths[0])
+        torch.testing.assert_close(ours.k[:, :, :n], theirs.k[:, :, :n], atol=3e-5, rtol=1e-4)
+        torch.testing.assert_close(ours.v[:, :, :n], theirs.v[:, :, :n], atol=3e-5, rtol=1e-4)
+
+
+@pytest.mark.parametrize("router", ["dense", "mod", "early_exit"])
+def test_a_full_depth_draft_is_always_accepted(router, tiny_cfg):
+    model = model_for(router, tiny_cfg)
+    out, stats = speculative_generate(model, prompts_for(tiny_cfg), 17, tiny_cfg.n_layers, 3)
+    assert stats.acceptance == 1.0 and stats.drafted == 3 * 3 * stats.rounds
+    assert stats.rounds == 4 and all(len(t) == 17 for t in out.tokens)  # 1 + 4 rounds × (3 drafts + 1)
+
+
+@pytest.mark.parametrize("max_new", [0, 1, 2, 5, 11])
+def test_max_new_tokens_is_exact(max_new, tiny_cfg):
+    model = model_for("mod", tiny_cfg)
+    prompts = prompts_for(tiny_cfg)
+    out, _ = speculative_generate(model, prompts, max_new, 2, 4)
+    assert out.tokens == generate(model, prompts, max_new, temperature=0).tokens
+    assert all(len(t) == max_new for t in out.tokens)
+
+
+def test_eos_stops_each_sample_at_its_own_eos(tiny_cfg):
+    model = model_for("threshold", tiny_cfg)
+    prompts = prompts_for(tiny_cfg)
+    free = generate(model, prompts, 16, temperature=0).tokens
+    eos = free[1][5]  # sample 1 stops at its 6th token, possibly earlier; the others where they meet it
+    ref = generate(model, prompts, 16, temperature=0, eos_id=eos)
+    out, _ = speculative_generate(model, prompts, 16, 1, 4, eos_id=eos)
+    assert out.tokens == ref.tokens
+    assert out.tokens[1][-1] == eos and len(out.tokens[1]) <= 6
+    assert all(eos not in t[:-1] for t in out.tokens)
+    assert all(len(t) == 16 or t[-1] == eos for t in out.tokens)
+
+
+def test_refuses_what_it_cannot_do(tiny_cfg):
+    model = model_for("mod", tiny_cfg)
+    model.router.set_inference("topk")  # a token's routing depends on later tokens: no cached draft
+    with pytest.raises(ValueError, match="not causal"):
+        speculative_generate(model, [[1, 2]], 4, 2, 2)
+    model.router.set_inference("causal")
+    for exit_layer, draft, match in ((0, 2, "exit_layer"), (5, 2, "exit_layer"), (2, 0, "draft_tokens")):
+        with pytest.raises(ValueError, match=match):
+            speculative_generate(model, [[1, 2]], 4, exit_layer, draft)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        speculative_generate(model, [[1] * 60], 10, 2, 2)
+
+
+def test_acceptance_before_any_draft_is_nan():
+    assert SpeculativeStats().acceptance != SpeculativeStats().acceptance
+
+
+@pytest.mark.parametrize("router", ["mod", "early_exit", "mor"])
+def test_every_tensor_follows_the_model_device(router, tiny_cfg):
+    """Run under a meta default device: a tensor made without the model's device (a GPU bug) fails here."""
+    model = model_for(router, tiny_cfg)
+    prompts = prompts_for(tiny_cfg)
+    ref = generate(model, prompts, 9, temperature=0)
+    guard = DeviceGuard("cpu")
+    torch.set_default_device("meta")
+    try:
+        with guard:
+            out, _ = speculative_generate(model, prompts, 9, 2, 3, eos_id=ref.tokens[1][4])
+    finally:
+        torch.set_default_device(None)
+    assert guard.calls > 100 and out.tokens[0][:4] == ref.tokens[0][:4]
