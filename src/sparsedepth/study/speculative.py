@@ -15,11 +15,13 @@ from .results import require
 
 COLUMNS = ("device", "device_name", "model", "dataset", "seed", "reference", "arm", "decoding", "exit_layer",
            "draft_tokens", "prompts", "prompt_len", "new_tokens", "repeats", "median_ms", "iqr_ms",
-           "tokens_per_s", "speedup", "self_speedup", "acceptance", "tokens_per_round", "ideal_speedup")
+           "tokens_per_s", "speedup", "self_speedup", "acceptance", "tokens_per_round", "ideal_speedup",
+           "n_layers")
 HEADLINE_ARM = "early_exit"
 SPEC_MACROS = ("SpecDeviceName", "SpecModel", "SpecDataset", "SpecPrompts", "SpecNewTokens", "SpecArm",
                "SpecExitLayer", "SpecDraftTokens", "SpecSpeedup", "SpecSelfSpeedup", "SpecAcceptance",
-               "SpecTokensPerRound", "SpecIdealSpeedup", "SpecBestSpeedup", "SpecBestArm", "SpecCases")
+               "SpecTokensPerRound", "SpecIdealSpeedup", "SpecBestSpeedup", "SpecBestArm", "SpecCases",
+               "SpecLayers")
 
 
 def _label(row: pd.Series) -> str:
@@ -106,6 +108,6 @@ def speculative_numbers(spec: pd.DataFrame) -> dict[str, str]:
                      "SpecIdealSpeedup": fmt_num(head["ideal_speedup"]),
                      "SpecBestSpeedup": fmt_num(best["speedup"]),
                      "SpecBestArm": escape_latex(f"{best['arm']} ({_label(best)})"),
-                     "SpecCases": str(len(rows))}
+                     "SpecCases": str(len(rows)), "SpecLayers": fmt_int(head["n_layers"])}
         m.update({prefix + k: found.get(k, NOT_MEASURED) for k in SPEC_MACROS})
     return m
