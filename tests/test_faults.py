@@ -222,6 +222,27 @@ def test_a_held_lock_refuses_train_and_evaluate_in_one_line(data_dir, tmp_path, 
     assert cli_main(["evaluate", "--run", str(out), "--max-batches", "1"]) == 0
 
 
+def test_readers_of_a_finished_run_share_it_and_exclude_only_a_trainer(data_dir, tmp_path, capsys):
+    """The paper grid schedules `evaluate` and `hf export` of one run at the same time (the rehearsal
+    found the second refused): readers coexist, a trainer is refused while any reader works, and a reader
+    is refused while a trainer works."""
+    from sparsedepth.rundir import RunLocked, run_lock
+
+    out = tmp_path / "run"
+    cfg = TrainConfig.from_dict(config(data_dir, steps=3))
+    train(cfg, out, progress=False)
+    with run_lock(out, "export", shared=True):
+        assert cli_main(["evaluate", "--run", str(out), "--max-batches", "1"]) == 0  # beside the export
+        with pytest.raises(RunLocked, match="in use by evaluate or hf export"):
+            train(cfg, out, progress=False)
+    with run_lock(out, "train"):
+        with pytest.raises(RunLocked, match=f"in use by train \\(pid {os.getpid()}"):
+            with run_lock(out, "evaluate", shared=True):
+                pass
+    with run_lock(out, "evaluate", shared=True):  # nothing left over: free again
+        pass
+
+
 @pytest.fixture
 def stopped(data_dir, tmp_path) -> tuple[TrainConfig, Path]:
     """A run killed after its checkpoint at step 6 of 12."""

@@ -190,7 +190,7 @@ def evaluate_run(
     returned dict is eval.json's content."""
     if segment_tokens < 1:  # before the (long) evaluation, not after it
         raise ValueError(f"segment_tokens must be >= 1, got {segment_tokens}")
-    with run_lock(run_dir, "evaluate"):
+    with run_lock(run_dir, "evaluate", shared=True):
         result, units = _evaluate_locked(run_dir, max_batches, segment_tokens, device)
         _refuse_non_finite(result)
         try:

@@ -185,7 +185,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     run = _inside_a_run(out)
     if run is not None:
         raise CheckpointError(f"--out {out_dir} is inside the run directory {run}: export elsewhere")
-    with run_lock(run_dir, "export"):
+    with run_lock(run_dir, "export", shared=True):
         model, data = _load(run_dir)
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         try:

@@ -1,10 +1,13 @@
-"""Run directories as transactions: one exclusive lock per directory, and the config checks of a resume.
+"""Run directories as transactions: one lock per directory, and the config checks of a resume.
 
 Two `train` processes on one directory (or `evaluate`/`hf export` of a run still training) would mix
-weights, config and metrics of different runs and still exit 0. Every command that writes into a run
-directory therefore holds `run_lock(dir, purpose)`: an `fcntl.flock` on `dir/.lock`, which names its
-holder (purpose, pid, host, start time). The kernel drops the lock when its holder dies, even by kill -9,
-so a lock file left behind is stale by construction: the next holder takes it over and says so.
+weights, config and metrics of different runs and still exit 0. Every command that works on a run
+directory therefore holds `run_lock(dir, purpose)`: an `fcntl.flock` on `dir/.lock`. `train` holds it
+exclusively and names itself in the file (purpose, pid, host, start time); readers of a finished run
+(`evaluate`, `hf export`) share it, so they run side by side (the paper grid schedules both on every run)
+and only ever wait for — rather, are refused by — a trainer. The kernel drops the lock when its holder
+dies, even by kill -9, so a name left in the file is stale by construction: the next holder clears it and
+says so.
 
 Resume rules: a checkpoint may only continue the run it belongs to, so a resume compares the fields
 that define a run (everything but `NOT_DEFINING`) and refuses, naming each one, when any differ.
@@ -46,6 +49,8 @@ def note(message: str) -> None:
 
 
 def _holder(text: str) -> str:
+    if not text.strip():  # readers do not name themselves
+        return "evaluate or hf export (readers of the finished run)"
     try:
         h = json.loads(text)
         return f"{h['purpose']} (pid {h['pid']} on host {h['host']}, since {h['since']})"
@@ -54,10 +59,11 @@ def _holder(text: str) -> str:
 
 
 @contextmanager
-def run_lock(run_dir: str | Path, purpose: str, create: bool = False) -> Iterator[Path]:
-    """Hold `run_dir`'s exclusive lock for the `with` block, or raise RunLocked naming the holder at once
-    (never wait: a second trainer on one directory is a mistake to report, not to queue).
+def run_lock(run_dir: str | Path, purpose: str, create: bool = False, shared: bool = False) -> Iterator[Path]:
+    """Hold `run_dir`'s lock for the `with` block, or raise RunLocked naming the holder at once (never
+    wait: a second trainer on one directory is a mistake to report, not to queue).
 
+    `shared`: a reader of a finished run (evaluate, hf export); readers coexist, and exclude a trainer.
     `create` makes the directory (train); otherwise a missing directory is a RunDirError. Public API for
     every command that writes into or exports from a run directory (train, evaluate, hf export)."""
     run_dir = Path(run_dir)
@@ -71,7 +77,7 @@ def run_lock(run_dir: str | Path, purpose: str, create: bool = False) -> Iterato
         except OSError as e:
             raise RunDirError(f"cannot lock {run_dir}: {e}") from None
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except BlockingIOError:
             held_by = _holder(os.pread(fd, 4096, 0).decode(errors="replace"))
             os.close(fd)
@@ -85,18 +91,20 @@ def run_lock(run_dir: str | Path, purpose: str, create: bool = False) -> Iterato
         os.close(fd)
     try:
         left = os.pread(fd, 4096, 0).decode(errors="replace").strip()
-        if left:
+        if left:  # only a trainer names itself, and none holds the lock now (we do)
             note(f"{run_dir}: taking over the stale lock of {_holder(left)}, which ended without releasing")
         me = {"purpose": purpose, "pid": os.getpid(), "host": socket.gethostname(),
               "since": time.strftime("%Y-%m-%dT%H:%M:%S")}
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
+            if not shared:  # readers stay anonymous: several may hold the lock at once
+                os.pwrite(fd, (json.dumps(me) + "\n").encode(), 0)
         except OSError as e:  # e.g. disk full: the lock is held all the same, but say why it cannot be named
             raise RunDirError(f"cannot write {path}: {e}") from None
         yield path
     finally:
-        path.unlink(missing_ok=True)  # before unlocking, so a waiter never locks a file that is going away
+        if not shared:  # a reader leaves the file to the others; the next trainer reuses it
+            path.unlink(missing_ok=True)  # before unlocking, so a waiter never locks a file going away
         os.close(fd)
 
 
