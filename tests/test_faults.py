@@ -237,8 +237,8 @@ def test_readers_of_a_finished_run_share_it_and_exclude_only_a_trainer(data_dir,
             train(cfg, out, progress=False)
     with run_lock(out, "train"):
         with pytest.raises(RunLocked, match=f"in use by train \\(pid {os.getpid()}"):
-            with run_lock(out, "evaluate", shared=True):
-                pass
+            cm = run_lock(out, "evaluate", shared=True)
+            cm.__enter__()
     with run_lock(out, "evaluate", shared=True):  # nothing left over: free again
         pass
 
