@@ -236,8 +236,8 @@ def test_readers_of_a_finished_run_share_it_and_exclude_only_a_trainer(data_dir,
         with pytest.raises(RunLocked, match="in use by evaluate or hf export"):
             train(cfg, out, progress=False)
     refused = f"in use by train \\(pid {os.getpid()}"
-    with run_lock(out, "train"), pytest.raises(RunLocked, match=refused), run_lock(out, "evaluate", shared=True):
-        pass
+    with run_lock(out, "train"), pytest.raises(RunLocked, match=refused):
+        run_lock(out, "evaluate", shared=True).__enter__()
     with run_lock(out, "evaluate", shared=True):  # nothing left over: free again
         pass
 
