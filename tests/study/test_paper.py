@@ -8,7 +8,7 @@ import pytest
 from sparsedepth.study.paper import PaperError, paper_inputs
 
 REPO = Path(__file__).resolve().parents[2]
-TABLES = ["hypotheses", "main", "equal_steps", "bench", "bench_origin", "numbers"]
+TABLES = ["hypotheses", "main", "equal_steps", "bench", "bench_origin", "speculative", "numbers"]
 FIGURES = ["pareto", "train_flops", "learning_curve", "layers_hist", "routing_map", "speed", "attention"]
 
 

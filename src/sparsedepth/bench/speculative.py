@@ -159,7 +159,7 @@ def checked_call(case: Case, ordinary: Case | None, n_tokens: int) -> None:
     if case.decoding == "ordinary":
         return
     stats = [o[1] for o in out]
-    case.stats = tuple(sum(getattr(s, f) for s in stats) for f in ("rounds", "drafted", "accepted"))
+    case.stats = (sum(s.rounds for s in stats), sum(s.drafted for s in stats), sum(s.accepted for s in stats))
     for i, (got, want) in enumerate(zip(case.tokens, ordinary.tokens, strict=True)):
         if got != want:
             at = next((j for j, (a, b) in enumerate(zip(got, want, strict=False)) if a != b),
