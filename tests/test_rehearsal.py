@@ -72,7 +72,8 @@ def _job_counts(stdout: str) -> dict[str, int]:
 @pytest.mark.slow
 def test_rehearsal_dry_run_then_a_slice_end_to_end(tmp_path):
     """The whole paper DAG plans; then hub-shaped TinyStories and WikiText-2 are prepared at the paper's
-    vocabulary through the hub's loading path, and one paper-shaped run trains and evaluates."""
+    vocabulary through the hub's loading path, and one paper-shaped run trains, evaluates and is scored by
+    lm-eval through its (temporary) export."""
     shutil.copytree(REPO / "paper", tmp_path / "paper", ignore=shutil.ignore_patterns("*.pdf", "*.aux"))
     rehearsal = str(REPO / "config" / "rehearsal.yaml")
     dry = snakemake("-n", "--cores", "2", "--configfile", rehearsal, "--directory", str(tmp_path),
@@ -86,7 +87,7 @@ def test_rehearsal_dry_run_then_a_slice_end_to_end(tmp_path):
     subprocess.run([sys.executable, "-m", "sparsedepth.data.snapshot", "results/rehearsal/hub"],
                    cwd=tmp_path, check=True, capture_output=True)
     run = "results/runs/S/dense/tinystories/seed0"
-    targets = [f"{run}/eval.json", "results/data/wikitext2-v16384/meta.json"]
+    targets = [f"{run}/eval.json", f"{run}/lm_eval.json", "results/data/wikitext2-v16384/meta.json"]
     result = snakemake("--cores", "2", "--configfile", rehearsal, "--directory", str(tmp_path), *targets,
                        timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
@@ -96,6 +97,9 @@ def test_rehearsal_dry_run_then_a_slice_end_to_end(tmp_path):
         source = json.loads((prepared / "source.json").read_text())
         assert source["location"] == str((tmp_path / "results/rehearsal/hub" / name).resolve())
         assert all(f["name"].endswith(".parquet") for f in source["files"])
+    # the Hugging Face export lm-eval scored is temporary: a paper-sized copy of the weights per run
+    assert (tmp_path / run / "lm_eval.json").exists()
+    assert not (tmp_path / run.replace("results/runs", "results/exports")).exists()
     evaluation = json.loads((tmp_path / run / "eval.json").read_text())
     assert evaluation["device"] == "cpu" and evaluation["modes"]["causal"]["test"]["n_tokens"] == 2 * 1024
     summary = json.loads((tmp_path / run / "summary.json").read_text())

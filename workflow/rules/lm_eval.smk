@@ -9,7 +9,7 @@ rule export_hf:
         summary=f"{RUN_DIR}/summary.json",
         weights=f"{RUN_DIR}/model.safetensors",
     output:
-        directory(EXPORT_DIR),  # beside the run, never inside it (export refuses that)
+        temp(directory(EXPORT_DIR)),  # beside the run (export refuses inside); deleted once lm_eval has read it
     params:
         run=lambda w, input: os.path.dirname(input.summary),
     resources:
