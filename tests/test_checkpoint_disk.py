@@ -76,3 +76,17 @@ def test_an_interrupted_run_keeps_its_optimizer_and_resumes_bit_identically(data
     train(cfg, tmp_path / "resumed", resume=True, progress=False)
     assert (tmp_path / "resumed" / "model.safetensors").read_bytes() == \
         (tmp_path / "straight" / "model.safetensors").read_bytes()
+
+
+def test_weights_follow_the_umask_not_safetensors_0600(data_dir, tmp_path):
+    """safetensors writes 0600 whatever the umask: on a shared cluster the group could read a run's
+    metrics but not its weights. Under umask 022 every file of a finished run is world-readable."""
+    old = os.umask(0o022)
+    try:
+        run = tmp_path / "run"
+        train(tiny(data_dir), run, progress=False)
+    finally:
+        os.umask(old)
+    files = [p for p in run.rglob("*") if p.is_file() and p.name != ".lock"]
+    assert any(p.suffix == ".safetensors" for p in files)
+    assert {p.name: oct(p.stat().st_mode & 0o777) for p in files} == {p.name: "0o644" for p in files}

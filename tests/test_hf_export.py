@@ -42,6 +42,9 @@ def fresh_env(tmp_path: Path) -> dict:
 
 def test_export_writes_config_code_tokenizer_and_card(exported):
     run_dir, out = exported
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o666 & ~umask  # not safetensors' 0600
     config = json.loads((out / "config.json").read_text())
     assert config["auto_map"] == AUTO_MAP and config["pad_token_id"] == config["eos_token_id"]
     code = sorted(p.name for p in out.glob("*.py"))

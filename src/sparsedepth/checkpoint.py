@@ -44,6 +44,14 @@ def _header(f) -> tuple[int, dict]:
     return n, json.loads(f.read(n))
 
 
+def readable(path: Path) -> None:
+    """Give a file the permissions the user's umask asks for. safetensors writes 0600 whatever the umask,
+    so on a shared cluster the weights of a run would be the one file the group cannot read."""
+    mask = os.umask(0)
+    os.umask(mask)
+    os.chmod(path, 0o666 & ~mask)
+
+
 def _seal(path: Path) -> None:
     """Add the sha256 of the tensor bytes to the safetensors header's metadata (rewrites `path`)."""
     with open(path, "rb") as f:
@@ -56,6 +64,7 @@ def _seal(path: Path) -> None:
         f.write(len(text).to_bytes(8, "little") + text + data)
         f.flush()
         os.fsync(f.fileno())
+    readable(path)
 
 
 def verify_file(path: Path) -> None:

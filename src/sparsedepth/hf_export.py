@@ -28,7 +28,7 @@ from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerFast
 
 from . import __version__
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, readable
 from .config import ConfigError
 from .data import DataError, TokenData, eval_batches
 from .hf import SparseDepthConfig, SparseDepthForCausalLM
@@ -207,6 +207,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
 def _write_export(model: SparseDepthForCausalLM, data: TokenData, run_dir: Path, out: Path) -> None:
     model.config.auto_map = dict(AUTO_MAP)
     model.save_pretrained(out)
+    for weights in out.glob("*.safetensors"):  # written 0600 whatever the umask
+        readable(weights)
     hf_tokenizer(data.tokenizer, data.eot_id, model.config.max_seq_len).save_pretrained(out)
     settings = out / "tokenizer_config.json"  # transformers 5 names its own backend class; 4.x knows this one
     settings.write_text(json.dumps(json.loads(settings.read_text()) | {"tokenizer_class": TOKENIZER_CLASS},
