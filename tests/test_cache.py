@@ -117,3 +117,33 @@ def test_chunks_where_some_samples_skip_a_block_append_in_place(router, tiny_cfg
     torch.testing.assert_close(torch.cat(steps, 1), full.logits, atol=3e-5, rtol=1e-4)
     torch.testing.assert_close(cache.lengths().float(), full.layer_counts)
     assert any(calls)  # some chunk ran a block on a subset of the samples, with a ragged gather plan
+
+
+@pytest.mark.parametrize("picked", [[2], [0, 3], [1, 3, 5], [0, 1, 4]])
+def test_decode_rows_as_slices_or_indices_match_the_gather_path(picked):
+    """A decoding step where only some samples run a routed block (one sample, evenly spaced samples taken as
+    a strided view, or an index) writes the cache and returns the same as the general gather path."""
+    from sparsedepth.routing.base import Decision
+    from sparsedepth.skipping import _apply_rows, apply_routed
+
+    model = make("mod", CFG).eval()
+    with torch.no_grad():
+        cache, _, _ = prefill(model, tokens(CFG, batch=6, length=20, seed=4).tolist())
+        cache.layers[1].lengths[1:3] -= torch.tensor([3, 5])  # ragged rows, as routing leaves them
+        twin = KVCache([LayerCache(c.k.clone(), c.v.clone(), c.lengths.clone()) for c in cache.layers],
+                       cache.positions)
+        h, positions = torch.randn(6, 1, CFG.d_model), cache.positions.unsqueeze(1)
+        mask = torch.zeros(6, 1, dtype=torch.bool)
+        mask[picked] = True
+        decision = Decision(mask=mask, gate=torch.rand(6, 1))
+        fast = apply_routed(model.blocks[1], h, decision, model.rope, positions, cache.layers[1])
+        rows = torch.tensor(picked)
+        general = _apply_rows(model.blocks[1], h, rows, rows.new_zeros(len(picked), 1),
+                              torch.ones(len(picked), 1, dtype=torch.bool), decision, model.rope, positions,
+                              twin.layers[1])
+    torch.testing.assert_close(fast, general, atol=1e-6, rtol=1e-5)
+    ours, theirs = cache.layers[1], twin.layers[1]
+    assert torch.equal(ours.lengths, theirs.lengths)
+    for b, n in enumerate(ours.lengths.tolist()):
+        assert torch.equal(ours.k[b, :, :n], theirs.k[b, :, :n])
+        assert torch.equal(ours.v[b, :, :n], theirs.v[b, :, :n])

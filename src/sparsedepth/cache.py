@@ -49,12 +49,17 @@ class LayerCache:
         self.k, self.v = k, v
 
     def extend(self, k: Tensor, v: Tensor, valid: Tensor | None, query_offsets: Tensor | None = None,
-               rows: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor]:
+               rows: Tensor | slice | None = None) -> tuple[Tensor, Tensor, Tensor]:
         """Append new keys/values (the valid ones form a prefix of each row) and return the keys, values
         and the mask [B, Q, S] under which query i sees the cache plus new keys 0..offset_i (offset_i = i
         unless the queries are a subset of the new keys, as under state propagation). `rows`: the new
-        keys belong to these samples only; they are written in place and only these rows are read."""
+        keys belong to these samples only; they are written in place and only these rows are read (a
+        slice: see `_extend_slice`)."""
         B, H, K, D = k.shape
+        if isinstance(rows, slice):
+            if K == 1 and valid is None and query_offsets is None:
+                return self._extend_slice(k, v, rows)
+            rows = torch.arange(rows.start, rows.stop, rows.step or 1, device=k.device)
         lengths = self.lengths if rows is None else self.lengths.index_select(0, rows)
         limit = int(lengths.max()) + K
         self.reserve(limit)
@@ -81,6 +86,27 @@ class LayerCache:
             self.lengths.index_add_(0, rows, counts)
         return keys, values, mask
 
+    def _extend_slice(self, k: Tensor, v: Tensor, rows: slice) -> tuple[Tensor, Tensor, Tensor]:
+        """`extend` for one new key per sample of `rows`, evenly spaced samples (a routed block at decode
+        mostly runs one or two samples of the batch). The model is small enough that per-op overhead, not
+        FLOPs, is the cost, so this takes views where `extend` indexes: the rows' cache is written in place
+        and read as a strided view (no copy), and one sample's query, which sees its whole row, gets an
+        additive zero mask (a bool one costs SDPA three more ops to convert)."""
+        R, H, _, D = k.shape
+        lengths = self.lengths[rows]  # a view: used before it is advanced, last
+        limit = int(lengths.max()) + 1
+        self.reserve(limit)
+        cached_k, cached_v = self.k[rows], self.v[rows]
+        index = lengths.view(R, 1, 1, 1).expand(R, H, 1, D)
+        cached_k.scatter_(2, index, k)
+        cached_v.scatter_(2, index, v)
+        if R == 1:
+            mask = k.new_zeros(1, 1, limit)
+        else:
+            mask = torch.arange(limit, device=k.device) <= lengths.view(R, 1, 1)
+        lengths.add_(1)
+        return cached_k[:, :, :limit], cached_v[:, :, :limit], mask
+
     @classmethod
     def stack(cls, layers: Sequence[LayerCache]) -> LayerCache:
         """Rows of several caches as one batch, at the largest row's capacity."""
@@ -96,7 +122,7 @@ class RowsCache:
     """Samples `rows` of a LayerCache, for a block that runs on those samples only: appends go straight into
     their rows (no copy of the cache in and out)."""
 
-    def __init__(self, cache: LayerCache, rows: Tensor):
+    def __init__(self, cache: LayerCache, rows: Tensor | slice):
         self.cache, self.rows = cache, rows
 
     def extend(self, k: Tensor, v: Tensor, valid: Tensor | None,

@@ -66,22 +66,40 @@ def apply_routed(block: Block, h: Tensor, decision: Decision, rope: Rotary, posi
 def _decode_one(block: Block, h: Tensor, decision: Decision, rope: Rotary, positions: Tensor,
                 cache: LayerCache) -> Tensor:
     """One new token per sample (batched decoding): the samples whose token runs the block are found with
-    one sync and run alone, without sorting a gather plan; when all run, no gather at all."""
-    rows = decision.mask[:, 0].nonzero().squeeze(1)
-    if rows.numel() == 0:
+    one sync and run alone, without a gather plan; when all run, no gather at all."""
+    ran = decision.mask[:, 0]
+    picked = [i for i, run in enumerate(ran.tolist()) if run]  # the one sync
+    if not picked:
         return h
-    if rows.numel() == h.shape[0]:
+    if len(picked) == ran.shape[0]:
         delta = block.residual(h, rope, positions, cache=cache)
         return h + (delta * decision.gate.unsqueeze(-1).to(delta.dtype)).to(h.dtype)
-    index = rows.new_zeros(rows.numel(), 1)  # each running sample's one token
-    return _apply_rows(block, h, rows, index, None, decision, rope, positions, cache)
+    step = picked[1] - picked[0] if len(picked) > 1 else 1
+    if picked == list(range(picked[0], picked[-1] + 1, step)):  # always so for one or two samples
+        rows: Tensor | slice = slice(picked[0], picked[-1] + 1, step)
+    else:
+        rows = torch.tensor(picked, device=h.device)
+    return _apply_rows(block, h, rows, None, None, decision, rope, positions, cache)
 
 
-def _apply_rows(block: Block, h: Tensor, rows: Tensor, index: Tensor, valid: Tensor | None,
+def _apply_rows(block: Block, h: Tensor, rows: Tensor | slice, index: Tensor | None, valid: Tensor | None,
                 decision: Decision, rope: Rotary, positions: Tensor, cache: LayerCache) -> Tensor:
     """Cached decoding of a batch where only `rows` keep a token: the block runs on those samples alone
     (padding every sample to one token would run the block on the whole batch whenever any sample needs
-    it), appending to their cache rows in place. `index`/`valid` are those samples' gather plan."""
+    it), appending to their cache rows in place. `index`/`valid` are those samples' gather plan; `index`
+    None: each keeps its one token (decoding), so there is nothing to gather or scatter, and `rows` may be a
+    slice (evenly spaced samples, the usual case), taken as views where indexing would copy: per-op
+    overhead, not FLOPs, is what a routed block costs at decode."""
+    if index is None:
+        sliced = isinstance(rows, slice)
+        x = h[rows] if sliced else h.index_select(0, rows)
+        kept_positions = positions[rows] if sliced else positions.index_select(0, rows)
+        weight = decision.gate[rows] if sliced else decision.gate.index_select(0, rows)
+        delta = block.residual(x, rope, kept_positions, cache=RowsCache(cache, rows))
+        update = x + (delta * weight.unsqueeze(-1).to(delta.dtype)).to(h.dtype)
+        if sliced:
+            return h.slice_scatter(update, 0, rows.start, rows.stop, rows.step)
+        return h.index_copy(0, rows, update)  # not index_add: on the CPU a scatter_add dearer than the block
     x = h.index_select(0, rows)
     index3 = index.unsqueeze(-1).expand(-1, -1, h.shape[-1])
     kept_positions = positions.index_select(0, rows).gather(1, index)
