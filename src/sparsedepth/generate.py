@@ -43,6 +43,13 @@ def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = No
     return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
+def check_room(model: SparseDepthModel, prompts: Sequence[Sequence[int]], max_new_tokens: int) -> None:
+    """Refuse before the first step what would fail at token `max_seq_len` and lose the output."""
+    longest = max(len(p) for p in prompts) + max_new_tokens
+    if longest > model.cfg.max_seq_len:
+        raise ValueError(f"prompt + new tokens ({longest}) exceed max_seq_len {model.cfg.max_seq_len}")
+
+
 @torch.no_grad()
 def prefill(
     model: SparseDepthModel, prompts: Sequence[Sequence[int]]
@@ -74,9 +81,7 @@ def generate(model: SparseDepthModel, prompts: Sequence[Sequence[int]], max_new_
              eos_id: int | None = None, seed: int | None = None) -> Generation:
     """Sample up to `max_new_tokens` per prompt (stops a sample at `eos_id`)."""
     model.eval()
-    longest = max(len(p) for p in prompts) + max_new_tokens
-    if longest > model.cfg.max_seq_len:
-        raise ValueError(f"prompt + new tokens ({longest}) exceed max_seq_len {model.cfg.max_seq_len}")
+    check_room(model, prompts, max_new_tokens)
     device = next(model.parameters()).device
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)
     cache, logits, prompt_layers = prefill(model, prompts)

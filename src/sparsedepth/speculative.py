@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .cache import KVCache
-from .generate import Generation, prefill
+from .generate import Generation, check_room, prefill
 from .model import SparseDepthModel
 
 
@@ -60,9 +60,7 @@ def speculative_generate(model: SparseDepthModel, prompts: Sequence[Sequence[int
     (MoD's top-k mode is refused: a token's routing there depends on later tokens)."""
     check_speculative(model, exit_layer, draft_tokens)
     model.eval()
-    longest = max(len(p) for p in prompts) + max_new_tokens
-    if longest > model.cfg.max_seq_len:
-        raise ValueError(f"prompt + new tokens ({longest}) exceed max_seq_len {model.cfg.max_seq_len}")
+    check_room(model, prompts, max_new_tokens)
     cache, logits, prompt_layers = prefill(model, prompts)
     tokens, stats = speculative_decode(model, cache, logits, max_new_tokens, exit_layer, draft_tokens, eos_id)
     return Generation(tokens, stats.layers, prompt_layers), stats
