@@ -15,17 +15,15 @@ from ..model import SparseDepthModel
 from ..origin_reference import supports
 from ..precision import allow_tf32
 from ..routing import ROUTERS
-from ..train import git_sha
 from .cases import Case, decode_case, forward_case, make_model, prefill_cached_case
 from .config import ADDED_COLUMNS, BASELINE, COLUMNS, VOCAB, BenchConfig, check
 from .peak import device_peak, mfu_columns
-from .timing import device_name, median_iqr, resolve_device, time_once
+from .timing import median_iqr, provenance, resolve_device, time_once
 
 
 def base_row(device: torch.device, cfg: BenchConfig) -> dict:
-    return {"device": device.type, "device_name": device_name(device), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "git_sha": git_sha(), "grid": cfg.grid,
-            "d_model": cfg.d_model, "n_layers": cfg.n_layers, "repeats": cfg.repeats}
+    return {**provenance(device), "grid": cfg.grid, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
+            "repeats": cfg.repeats}
 
 
 def warm(cases: dict[str, Case], warmup: int, progress: Callable[[str], None]) -> dict[str, Case]:

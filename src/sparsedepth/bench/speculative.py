@@ -28,9 +28,8 @@ from ..evaluate import load_run, set_mode
 from ..flops import counted_flops
 from ..generate import generate
 from ..study.layout import LayoutError, parse_run_dir
-from ..train import git_sha
 from .config import option
-from .timing import device_name, median_iqr, resolve_device, time_once
+from .timing import median_iqr, provenance, resolve_device, time_once
 
 COLUMNS = ["device", "device_name", "torch", "threads", "git_sha", "model", "dataset", "seed", "reference",
            "arm", "router", "capacity", "d_model", "n_layers", "decoding", "exit_layer", "draft_tokens",
@@ -197,24 +196,23 @@ def measure(spec: SpecConfig, run_dirs: Sequence[str | Path],
         progress(f"repeat {r + 1}/{spec.repeats}")
         for name in keys if r % 2 == 0 else keys[::-1]:
             times[name].append(time_once(cases[name].call, device))
-    base = {"device": device.type, "device_name": device_name(device), "torch": torch.__version__,
-            "threads": torch.get_num_threads(), "git_sha": git_sha(), "model": key.model,
+    base = {**provenance(device), "model": key.model,
             "dataset": key.dataset, "seed": key.seed, "reference": spec.reference, "batch": 1,
             "prompts": spec.prompts, "prompt_len": spec.prompt_len, "new_tokens": spec.new_tokens,
             "repeats": spec.repeats}
-    medians = {name: median_iqr(t)[0] for name, t in times.items()}
+    summary = {name: median_iqr(t) for name, t in times.items()}  # (median, IQR) per case
     dense = cases[f"{spec.reference}/ordinary"]
     rows = []
     for name, case in cases.items():
         model, cfg = runs[case.arm][0], runs[case.arm][1]
-        ms, iqr = median_iqr(times[name])
+        ms, iqr = summary[name]
         rounds, drafted, accepted = case.stats or (np.nan, np.nan, np.nan)
         rows.append({**base, "arm": case.arm, "router": cfg.router, "capacity": cfg.capacity,
                      "d_model": model.cfg.d_model, "n_layers": model.cfg.n_layers, "decoding": case.decoding,
                      "exit_layer": case.exit_layer, "draft_tokens": case.draft_tokens, "median_ms": ms,
                      "iqr_ms": iqr, "tokens_per_s": n_tokens / (ms / 1e3),
-                     "speedup": medians[f"{spec.reference}/ordinary"] / ms,
-                     "self_speedup": medians[f"{case.arm}/ordinary"] / ms,
+                     "speedup": summary[f"{spec.reference}/ordinary"][0] / ms,
+                     "self_speedup": summary[f"{case.arm}/ordinary"][0] / ms,
                      "rounds": rounds, "drafted": drafted, "accepted": accepted,
                      "acceptance": ratio(accepted, drafted), "tokens_per_round": ratio(n_tokens, rounds),
                      "layers_per_token": case.layers, "flops_per_token": case.flops,

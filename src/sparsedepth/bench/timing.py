@@ -39,6 +39,14 @@ def device_name(device: torch.device) -> str:
     return f"CPU: {model} ({torch.get_num_threads()} threads{policy})"
 
 
+def provenance(device: torch.device) -> dict:
+    """Where a benchmark row was measured: the columns every benchmark table starts with."""
+    from ..train import git_sha
+
+    return {"device": device.type, "device_name": device_name(device), "torch": torch.__version__,
+            "threads": torch.get_num_threads(), "git_sha": git_sha()}
+
+
 def sync(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
