@@ -215,3 +215,43 @@ def test_merge_fills_columns_added_later(tmp_path):
     assert main(["merge", "--out", str(tmp_path / "m.csv"), str(tmp_path / "old.csv")]) == 0
     merged = pd.read_csv(tmp_path / "m.csv")
     assert list(merged.columns) == COLUMNS and merged[list(ADDED_COLUMNS)].isna().all().all()
+
+
+def test_small_batch_pricing_spans_the_flop_count_and_the_padded_batch():
+    """`decode_flops` with ρ = 1/B is the FLOP count itself; ρ = 1 prices a block at its whole batch
+    whenever any sample ran it; the price grows with ρ; dense decoding costs the same at any ρ."""
+    from sparsedepth.bench.cases import decode_case
+
+    bench = BenchConfig(repeats=1, warmup=0)
+    costs = {}
+    for router in ("dense", "mod"):
+        case = decode_case(make_model(router, CFG, 0.25, CPU, False, calibrate_on=tokens(4, 32, 1)),
+                           8, 12, 4, CPU, bench)
+        _, flops, _ = case.stats()
+        costs[router] = [case.small_batch_flops(rho) for rho in (None, 0.25, 0.5, 1.0)]
+        assert costs[router][1] == pytest.approx(flops) and costs[router][0] == pytest.approx(flops)
+    assert costs["dense"] == pytest.approx([costs["dense"][0]] * 4)
+    mod = costs["mod"]
+    assert mod[1] < mod[2] < mod[3] < costs["dense"][0]  # some block steps ran on no sample at all
+
+
+def test_decode_rows_say_what_the_hardware_lets_routing_reach(tmp_path):
+    """Batched decoding rows carry ρ (dense on one sample over dense on the batch, timed in the same
+    point), the padded and attainable ideals between 1 and the FLOP ideal, and the attainable efficiency;
+    batch 1 needs no ρ (its attainable ideal is the FLOP ideal); other kinds have none."""
+    out = tmp_path / "bench.csv"
+    assert main(["--out", str(out), "--routers", "mod", "--kinds", "decode,prefill",
+                 *[a if a != "2" or i != TINY.index("--decode-batch") + 1 else "1,4" for i, a in
+                   enumerate(TINY)]]) == 0
+    df = pd.read_csv(out)
+    decode = df[df["kind"] == "decode"]
+    assert sorted(decode["batch"].unique()) == [1, 4] and len(decode) == 4  # no row for the extra case
+    assert df[df["kind"] == "prefill"][["small_batch_cost", "attainable_speedup"]].isna().all().all()
+    one, four = decode[decode["batch"] == 1], decode[decode["batch"] == 4]
+    assert (one["small_batch_cost"] == 1).all()
+    assert one["attainable_speedup"].tolist() == pytest.approx(one["ideal_speedup"].tolist())
+    assert four["small_batch_cost"].nunique() == 1 and four["small_batch_cost"].between(0.25, 1).all()
+    mod = four[four["router"] == "mod"].iloc[0]
+    assert mod["padded_ideal_speedup"] <= mod["attainable_speedup"] + 1e-9
+    assert mod["attainable_speedup"] <= mod["ideal_speedup"] + 1e-9
+    assert mod["attainable_efficiency"] == pytest.approx(mod["speedup"] / mod["attainable_speedup"])

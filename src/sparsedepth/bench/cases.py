@@ -50,6 +50,8 @@ class Case:
     # counterpart); None: no cache, and peak activation memory against layers/token (memory ∝ block work)
     memory: Callable[[], tuple[float, float, float]] | None = None
     precision: str = "fp32"  # what its matmuls ran in (bf16 autocast or weights, else fp32)
+    # decoding, after stats(): FLOPs/token with a block priced by how many samples ran it (`decode_flops`)
+    small_batch_flops: Callable[[float | None], float] | None = None
 
 
 def make_model(router: str, cfg: ModelConfig, capacity: float, device: torch.device, train: bool,
@@ -113,15 +115,30 @@ def forward_case(model: SparseDepthModel, impl: str, idx: torch.Tensor, targets:
     return Case(model.router.name, model.router.capacity, impl + suffix, run, stats, precision=precision)
 
 
-def decode_flops(model: SparseDepthModel, start: torch.Tensor, end: torch.Tensor, n_new: int) -> float:
-    """FLOPs of decoding from cache lengths [B, L] at the start and end: each token that ran a block pays its
-    projections/MLP plus attention over that block's cache (its mean length while decoding)."""
+def decode_flops(model: SparseDepthModel, steps: list[tuple[torch.Tensor, torch.Tensor]], n_new: int,
+                 small_batch: float | None = None) -> float:
+    """FLOPs of decoding, from each step's cache lengths [B, L] before and after it: each token that ran a
+    block pays its projections/MLP plus attention over that block's cache.
+
+    `small_batch` prices the projections/MLP of a block by how many of the B samples ran it instead of by
+    token: k ≥ 1 samples cost w(k) = ρ + (1 - ρ)(k - 1)/(B - 1) of all B, where ρ is what one sample costs
+    of all (e.g. the dense model's batch-1 decode step over its batch-B one, measured). ρ = 1/B is the FLOP
+    count itself; ρ = 1 makes a block cost its whole batch whenever any sample runs it (weight reads and
+    per-op overhead, not arithmetic, set the cost of small-batch decoding). Why: per-sample routing saves
+    a block's FLOPs on the samples that skip it, but time only where the hardware's cost falls with them."""
     cfg = model.cfg
-    ran = (end - start).double()
     linear = block_flops(1.0, cfg) - 4.0 * cfg.d_model  # one token, no attention over others
-    attention = 4.0 * cfg.d_model * (start + end).double() / 2
-    per_token = head_flops(1, cfg) + model.router.flops_per_token()
-    return float((ran * (linear + attention)).sum()) + start.shape[0] * n_new * per_token
+    B = steps[0][0].shape[0]
+    total = 0.0
+    for before, after in steps:
+        ran = (after - before).double()  # [B, L]: 1 where the sample's token ran (and cached in) the block
+        per_block = ran.sum(0)  # [L]: samples that ran each block
+        if small_batch is not None and B > 1:
+            share = small_batch + (1 - small_batch) * (per_block - 1) / (B - 1)
+            per_block = torch.where(per_block > 0, share * B, 0.0)
+        attention = 4.0 * cfg.d_model * (before + after).double() / 2  # over its mean cache length
+        total += float((per_block * linear).sum() + (ran * attention).sum())
+    return total + B * n_new * (head_flops(1, cfg) + model.router.flops_per_token())
 
 
 def decode_case(model: SparseDepthModel, prompt_len: int, n_new: int, batch: int,
@@ -147,29 +164,34 @@ def decode_case(model: SparseDepthModel, prompt_len: int, n_new: int, batch: int
 
     def run(record: list | None = None):
         for tokens in stream:
+            before = None if record is None else cache.lengths().clone()
             out = decode_step(model, tokens, cache)
             out.logits[:, -1].argmax(-1)
             if record is not None:
-                record.append(out.layers_per_token.mean().item())
+                record.append((out.layers_per_token.mean().item(), before, cache.lengths().clone()))
 
     held = {}
 
     def stats():
         reset()
-        start, layers = cache.lengths().clone(), []
-        run(layers)
-        end = cache.lengths().clone()
+        record = []
+        run(record)
+        end = cache.lengths()
         # the K/V bytes of the tokens that ran each block: the ideal cache's footprint
         used = 2 * end.sum().item() * model.cfg.d_model * cache.layers[0].k.element_size()
         held["allocated"], held["used"] = cache.nbytes(), used  # allocated: pages grown while decoding
-        return statistics.mean(layers), decode_flops(model, start, end, n_new) / (batch * n_new), used
+        held["steps"] = [(before, after) for _, before, after in record]
+        return statistics.mean(r[0] for r in record), flops_per_token(None), used
+
+    def flops_per_token(small_batch: float | None) -> float:
+        return decode_flops(model, held["steps"], n_new, small_batch) / (batch * n_new)
 
     def memory():
         return held["allocated"] / (batch * model.cfg.n_layers), held["allocated"], held["used"]
 
     suffix = "+bf16" if bench.dtype == "bf16" else ""
     return Case(model.router.name, model.router.capacity, "gather" + suffix, run, stats, reset, memory,
-                precision="bf16" if bench.dtype == "bf16" else "fp32")
+                precision="bf16" if bench.dtype == "bf16" else "fp32", small_batch_flops=flops_per_token)
 
 
 def prefill_cached_case(model: SparseDepthModel, idx: torch.Tensor, device: torch.device) -> Case:

@@ -14,10 +14,12 @@ COLUMNS = ["device", "device_name", "torch", "threads", "git_sha", "grid", "kind
            "tokens_per_s", "peak_activation_mb", "layers_per_token", "flops_per_token",
            "dense_flops_per_token", "speedup", "ideal_speedup", "efficiency",
            "cache_bytes_per_sample_block", "memory_ratio", "ideal_memory_ratio",
-           "precision", "achieved_tflops", "peak_tflops", "peak_source", "mfu"]
+           "precision", "achieved_tflops", "peak_tflops", "peak_source", "mfu",
+           "padded_ideal_speedup", "small_batch_cost", "attainable_speedup", "attainable_efficiency"]
 # later additions: a merged table written before them gets NaN there
 ADDED_COLUMNS = ("cache_bytes_per_sample_block", "memory_ratio", "ideal_memory_ratio",
-                 "precision", "achieved_tflops", "peak_tflops", "peak_source", "mfu")
+                 "precision", "achieved_tflops", "peak_tflops", "peak_source", "mfu",
+                 "padded_ideal_speedup", "small_batch_cost", "attainable_speedup", "attainable_efficiency")
 KINDS = ("train_step", "prefill", "decode", "prefill_cached")
 DEFAULT_KINDS = ("train_step", "prefill", "decode")
 IMPLS = ("gather", "masked", "origin-flat")

@@ -20,6 +20,8 @@ from .config import ADDED_COLUMNS, BASELINE, COLUMNS, VOCAB, BenchConfig, check
 from .peak import device_peak, mfu_columns
 from .timing import median_iqr, provenance, resolve_device, time_once
 
+ONE_SAMPLE = "dense@batch1"  # a decoding point's extra timed case, which gives no row of its own
+
 
 def base_row(device: torch.device, cfg: BenchConfig) -> dict:
     return {**provenance(device), "grid": cfg.grid, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
@@ -54,8 +56,11 @@ def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, t
         for key in keys if r % 2 == 0 else keys[::-1]:
             cases[key].reset()
             times[key].append(time_once(cases[key].run, device))
+    one = median_iqr(times.pop(ONE_SAMPLE))[0] if ONE_SAMPLE in times else None  # dense at batch 1
     rows = []
     for key, case in cases.items():
+        if key == ONE_SAMPLE:
+            continue
         layers, flops, memory = case.stats()
         no_cache = (float("nan"), memory, layers)
         cache_bytes, measured, ideal = no_cache if case.memory is None else case.memory()
@@ -70,7 +75,8 @@ def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, t
                      "cache_bytes_per_sample_block": cache_bytes,
                      "precision": case.precision, "peak_tflops": peak, "peak_source": source,
                      **mfu_columns(call_flops, ms, peak),
-                     "_memory": measured, "_ideal_memory": ideal})  # for the ratios below
+                     "_memory": measured, "_ideal_memory": ideal,  # for the ratios below
+                     "_small_batch": case.small_batch_flops})  # decoding: for `small_batch_bounds`
     baselines = {r["impl"][len("gather"):]: r for r in rows
                  if r["router"] == BASELINE and r["impl"].startswith("gather")}
     kept = []
@@ -86,10 +92,31 @@ def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, t
         r["efficiency"] = r["speedup"] / r["ideal_speedup"]
         r["memory_ratio"] = r["_memory"] / dense["_memory"] if dense["_memory"] else float("nan")
         r["ideal_memory_ratio"] = r["_ideal_memory"] / dense["_ideal_memory"]
+        if r["_small_batch"] is not None:
+            small_batch_bounds(r, dense, batch, one)
         kept.append(r)
     for r in rows:
-        del r["_memory"], r["_ideal_memory"]
+        del r["_memory"], r["_ideal_memory"], r["_small_batch"]
     return kept
+
+
+def small_batch_bounds(r: dict, dense: dict, batch: int, one: float | None) -> None:
+    """A decoding row's ideals between "a block costs its whole batch whenever any sample runs it" (padded)
+    and the FLOP ideal, and where this hardware sits on that line: ρ (`small_batch_cost`) = the dense
+    model's decode step on one sample over its step on the point's `batch`, both timed in the point's
+    interleaved repeats. The attainable speedup prices each block by the samples that ran it on that line
+    (`cases.decode_flops`), so the attainable efficiency is the routing code's own, apart from the
+    hardware's small-batch cost. ρ is kept within [1/B, 1], what timing noise alone can leave: one sample
+    never needs to cost more than the batch (it could be padded to it), nor B samples more than B steps on
+    one."""
+    cost = r["_small_batch"]
+    r["padded_ideal_speedup"] = dense["flops_per_token"] / cost(1.0)
+    if batch > 1 and one is None:
+        return
+    rho = 1.0 if batch == 1 else min(max(one / dense["median_ms"], 1 / batch), 1.0)
+    r["small_batch_cost"] = rho
+    r["attainable_speedup"] = dense["flops_per_token"] / cost(rho)
+    r["attainable_efficiency"] = r["speedup"] / r["attainable_speedup"]
 
 
 def grid_points(bench: BenchConfig) -> list[tuple[str, int, int | tuple[int, int]]]:
@@ -131,6 +158,8 @@ def run_grid(bench: BenchConfig, progress: Callable[[str], None] = print) -> tup
             prompt_len, n_new = size
             for r in routers:
                 cases[r] = decode_case(model(r, False), prompt_len, n_new, batch, device, bench)
+            if batch > 1:  # the hardware's small-batch cost: dense decoding one sample, interleaved
+                cases[ONE_SAMPLE] = decode_case(model(BASELINE, False), prompt_len, n_new, 1, device, bench)
             if bench.compile:
                 progress("  (no +compile for decode: the cache length changes every step)")
             rows += measure_point(cases, kind, batch, prompt_len + n_new, batch * n_new, bench, device, row,

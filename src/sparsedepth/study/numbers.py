@@ -13,6 +13,7 @@ import subprocess
 import numpy as np
 import pandas as pd
 
+from .decode import DECODE_MACROS, decode_numbers
 from .latex import (
     MACRO_NAME,
     NA,
@@ -66,6 +67,7 @@ BENCH_MACROS = (
     "OriginGatherSpeedup", "OriginGridBatch", "OriginGridSeqLen", "TrainMemoryRatio", "TrainMemoryIdeal",
     "PrefillMemoryRatio", "PrefillMemoryIdeal", "CacheMemoryRatio", "CacheMemoryIdeal",
     "TrainTokensPerS", "TrainMfu", "TrainMfuDense", "TrainPrecision", "PeakTflops", "PeakSource",
+    *DECODE_MACROS,
 )
 
 
@@ -280,6 +282,7 @@ def numbers(runs: pd.DataFrame, stats: pd.DataFrame, bench: pd.DataFrame, *, bas
             found = {**_bench_numbers(on_grid(bench, "main"), device, kind, router),
                      **_memory_numbers(on_grid(bench, "main"), device, router),
                      **_mfu_numbers(on_grid(bench, "main"), device, router),
+                     **decode_numbers(on_grid(bench, "main"), device),
                      **_origin_grid_numbers(on_grid(bench, "origin"), device, kind)}
         m.update({prefix + k: found.get(k, NOT_MEASURED) for k in BENCH_MACROS})
     m["BenchKind"] = escape_latex(kind)
