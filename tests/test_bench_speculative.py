@@ -64,6 +64,26 @@ def test_table_has_every_column_the_device_and_sane_values(runs, tmp_path):
     assert (spec["tokens_per_round"].dropna() >= 1).all()
 
 
+def test_draft_alone_rows_give_each_exits_ceiling(runs, tmp_path):
+    """One draft-only row per (arm, exit); its ceiling (the reference's ordinary median / the draft-only
+    median) is written on it and on the speculative rows of the same arm and exit, not on ordinary rows."""
+    spec = SpecConfig(**{**TINY, "draft_tokens": [2, 3]})
+    rows = measure(spec, [runs["dense"], runs["early_exit"]], progress=lambda s: None)
+    df = pd.DataFrame(rows, columns=COLUMNS)
+    draft = df[df["decoding"] == "draft"]
+    assert sorted(zip(draft["arm"], draft["exit_layer"], strict=True)) == [
+        ("dense", 1), ("dense", 2), ("early_exit", 1), ("early_exit", 2)]
+    assert draft["draft_tokens"].isna().all() and draft["greedy_match"].isna().all()
+    assert (draft[["flops_per_token", "layers_per_token"]] > 0).all().all()
+    assert (draft["layers_per_token"] <= draft["exit_layer"]).all()
+    reference = df[(df["arm"] == "dense") & (df["decoding"] == "ordinary")]["median_ms"].item()
+    medians = draft.set_index(["arm", "exit_layer"])["median_ms"]
+    for _, row in df[df["decoding"] != "ordinary"].iterrows():
+        assert row["ceiling_speedup"] == pytest.approx(reference / medians[row["arm"], row["exit_layer"]])
+    assert len(df[df["decoding"] == "speculative"]) == 2 * 2 * 2
+    assert df.loc[df["decoding"] == "ordinary", "ceiling_speedup"].isna().all()
+
+
 def test_speculative_tokens_that_differ_from_greedy_fail_loudly(runs, monkeypatch, tmp_path, capsys):
     from sparsedepth import speculative
 

@@ -1,5 +1,8 @@
 """Self-speculative greedy decoding equals ordinary greedy decoding token for token, for every router, and
-leaves the cache exactly as ordinary decoding of the same tokens would."""
+leaves the cache exactly as ordinary decoding of the same tokens would; decoding with the draft alone (the
+ceiling of speculation) is greedy decoding of the model cut after its exit layer."""
+
+import copy
 
 import pytest
 import torch
@@ -9,7 +12,7 @@ from sparsedepth import ROUTERS
 from sparsedepth.bench import calibrate
 from sparsedepth.cache import KVCache
 from sparsedepth.generate import decode_step, generate, prefill
-from sparsedepth.speculative import SpeculativeStats, speculative_decode, speculative_generate
+from sparsedepth.speculative import SpeculativeStats, draft_generate, speculative_decode, speculative_generate
 
 
 def model_for(router, cfg, capacity=0.5):
@@ -129,3 +132,61 @@ def test_every_tensor_follows_the_model_device(router, tiny_cfg):
     finally:
         torch.set_default_device(None)
     assert guard.calls > 100 and out.tokens[0][:4] == ref.tokens[0][:4]
+
+
+def truncated(model, exit_layer):
+    """The model cut after `exit_layer` blocks. Its config keeps the full depth: routers that place their
+    thresholds at layer / n_layers (probe) decide as they do inside the full model."""
+    cut = copy.deepcopy(model)
+    cut.blocks = cut.blocks[:exit_layer]
+    return cut
+
+
+@pytest.mark.parametrize("router", list(ROUTERS))
+@pytest.mark.parametrize("exit_layer", [1, 3])
+def test_draft_alone_is_greedy_decoding_of_the_model_cut_at_the_exit(router, exit_layer, tiny_cfg):
+    """The prefill is the whole model's, as in speculation, so the first new token is the full model's;
+    every later one is the cut model's greedy continuation."""
+    model = model_for(router, tiny_cfg)
+    prompts = prompts_for(tiny_cfg)
+    out = draft_generate(model, prompts, 12, exit_layer)
+    first = generate(model, prompts, 1, temperature=0).tokens
+    cut = truncated(model, exit_layer)
+    for prompt, got, head in zip(prompts, out.tokens, first, strict=True):
+        rest = generate(cut, [prompt + head], 11, temperature=0)
+        assert got == head + rest.tokens[0]
+    assert all(len(n) == 11 and max(n) <= exit_layer for n in out.layers)  # the last token is never fed
+    assert out.prompt_layers == generate(model, prompts, 1, temperature=0).prompt_layers
+
+
+@pytest.mark.parametrize("router", ["dense", "threshold", "early_exit"])
+def test_a_full_depth_draft_alone_is_greedy_generate(router, tiny_cfg):
+    model = model_for(router, tiny_cfg)
+    prompts = prompts_for(tiny_cfg)
+    ref = generate(model, prompts, 14, temperature=0)
+    out = draft_generate(model, prompts, 14, tiny_cfg.n_layers)
+    assert out.tokens == ref.tokens
+    assert all(a == b[: len(a)] and len(a) == 13 for a, b in zip(out.layers, ref.layers, strict=True))
+
+
+def test_draft_alone_stops_at_max_new_tokens_and_each_samples_eos(tiny_cfg):
+    model = model_for("mod", tiny_cfg)
+    prompts = prompts_for(tiny_cfg)
+    assert all(len(t) == 5 for t in draft_generate(model, prompts, 5, 2).tokens)
+    assert draft_generate(model, prompts, 0, 2).tokens == [[], [], []]
+    free = draft_generate(model, prompts, 16, 2).tokens
+    eos = free[1][5]
+    out = draft_generate(model, prompts, 16, 2, eos_id=eos).tokens
+    assert out == [t[: t.index(eos) + 1] if eos in t else t for t in free]
+
+
+def test_draft_alone_refuses_what_speculation_refuses(tiny_cfg):
+    model = model_for("mod", tiny_cfg)
+    model.router.set_inference("topk")
+    with pytest.raises(ValueError, match="not causal"):
+        draft_generate(model, [[1, 2]], 4, 2)
+    model.router.set_inference("causal")
+    with pytest.raises(ValueError, match="exit_layer"):
+        draft_generate(model, [[1, 2]], 4, 0)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        draft_generate(model, [[1] * 60], 10, 2)

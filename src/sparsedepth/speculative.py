@@ -8,6 +8,8 @@ drafted token's exit-layer state in one routed pass, and nothing is computed twi
 longest drafted prefix that equals the full model's argmax, then the full model's own next token (the
 correction, or a bonus when every draft was right), and rolls every block's cache back to the kept tokens:
 the output is ordinary greedy `generate`'s, token for token, at fewer full-depth passes when drafts agree.
+`draft_generate` decodes with the draft alone, the ceiling of speculation at that exit (every draft
+accepted, verification free).
 """
 
 from __future__ import annotations
@@ -75,38 +77,96 @@ def speculative_decode(model: SparseDepthModel, cache: KVCache, logits: Tensor, 
     check_speculative(model, exit_layer, draft_tokens)
     B = logits.shape[0]
     stats = SpeculativeStats(exit_layer=exit_layer, draft_tokens=draft_tokens, layers=[[] for _ in range(B)])
-    out: list[list[int]] = [[] for _ in range(B)]
-    finished = [max_new_tokens <= 0] * B
-
-    def emit(b: int, token: int) -> None:
-        if not finished[b]:
-            out[b].append(token)
-            finished[b] = token == eos_id or len(out[b]) >= max_new_tokens
-
-    pending = logits.argmax(-1)  # each sample's last emitted token, not yet fed
-    for b, token in enumerate(pending.tolist()):
-        emit(b, token)
-    active = list(range(B))  # the sample of each cache row
-    while True:
-        keep = [i for i, b in enumerate(active) if not finished[b]]
-        if not keep:
-            return out, stats
-        if len(keep) < len(active):
-            rows = torch.tensor(keep, device=pending.device)
-            cache.select(rows)
-            pending, active = pending[rows], [active[i] for i in keep]
-        k = min(draft_tokens, min(max_new_tokens - len(out[b]) for b in active) - 1)
+    out = _Output(B, max_new_tokens, eos_id)
+    pending = out.start(logits)  # each sample's last emitted token, not yet fed
+    while (pending := out.unfinished(cache, pending)) is not None:
+        k = min(draft_tokens, min(max_new_tokens - len(out.tokens[b]) for b in out.active) - 1)
         fed, accepted, ran = _round(model, cache, pending, exit_layer, k)
         depth = ran.sum(-1).tolist()  # [B, k+1] blocks each fed token ran
-        for i, b in enumerate(active):
-            n, before = accepted[i], len(out[b])
+        for i, b in enumerate(out.active):
+            n, before = accepted[i], len(out.tokens[b])
             for token in fed[i, 1:].tolist()[:n] + [int(pending[i])]:
-                emit(b, token)
+                out.emit(b, token)
             # the fed tokens now emitted: the previous pending one, and the accepted drafts up to an eos
-            stats.layers[b].extend(depth[i][: 1 + min(n, len(out[b]) - before)])
+            stats.layers[b].extend(depth[i][: 1 + min(n, len(out.tokens[b]) - before)])
         stats.rounds += 1
-        stats.drafted += k * len(active)
+        stats.drafted += k * len(out.active)
         stats.accepted += int(sum(accepted))
+    return out.tokens, stats
+
+
+@torch.no_grad()
+def draft_generate(model: SparseDepthModel, prompts: Sequence[Sequence[int]], max_new_tokens: int,
+                   exit_layer: int, eos_id: int | None = None) -> Generation:
+    """Greedy decoding with the draft alone: every new token is the readout of the first `exit_layer`
+    blocks, fed back into the same routed cache; no verification, so no longer the full model's output.
+
+    Why it exists: it is the ceiling of self-speculative decoding at that exit, what speculation would cost
+    if every draft were accepted and verification were free. Like `speculative_generate` it prefills with
+    the whole model (so the first new token is the full model's) and then runs one draft step per token; a
+    speedup the draft alone does not reach, speculation at that exit cannot reach either."""
+    check_speculative(model, exit_layer, draft_tokens=1)
+    model.eval()
+    check_room(model, prompts, max_new_tokens)
+    cache, logits, prompt_layers = prefill(model, prompts)
+    out = _Output(len(prompts), max_new_tokens, eos_id)
+    layers: list[list[int]] = [[] for _ in prompts]
+    pending = out.start(logits)
+    while (pending := out.unfinished(cache, pending)) is not None:
+        _, h, ran = _draft_step(model, cache, pending, exit_layer)
+        pending = model.readout(h[:, 0]).argmax(-1)
+        for b, n, token in zip(out.active, torch.stack(ran, -1)[:, 0].sum(-1).tolist(), pending.tolist(),
+                               strict=True):
+            layers[b].append(n)  # blocks the fed token ran; the last emitted token is never fed
+            out.emit(b, token)
+    return Generation(out.tokens, layers, prompt_layers)
+
+
+class _Output:
+    """Each sample's emitted tokens (up to `max_new_tokens`, or its `eos_id`) and the sample of each cache
+    row while it decodes."""
+
+    def __init__(self, batch: int, max_new_tokens: int, eos_id: int | None):
+        self.tokens: list[list[int]] = [[] for _ in range(batch)]
+        self.finished = [max_new_tokens <= 0] * batch
+        self.active = list(range(batch))
+        self.max_new_tokens, self.eos_id = max_new_tokens, eos_id
+
+    def start(self, logits: Tensor) -> Tensor:
+        """Emit each sample's greedy token after the prefill's last logits [B, V]; returns them."""
+        pending = logits.argmax(-1)
+        for b, token in enumerate(pending.tolist()):
+            self.emit(b, token)
+        return pending
+
+    def emit(self, b: int, token: int) -> None:
+        if not self.finished[b]:
+            self.tokens[b].append(token)
+            self.finished[b] = token == self.eos_id or len(self.tokens[b]) >= self.max_new_tokens
+
+    def unfinished(self, cache: KVCache, pending: Tensor) -> Tensor | None:
+        """Drop finished samples from the cache and `pending` [B] (returned); None once all are done."""
+        keep = [i for i, b in enumerate(self.active) if not self.finished[b]]
+        if not keep:
+            return None
+        if len(keep) < len(self.active):
+            rows = torch.tensor(keep, device=pending.device)
+            cache.select(rows)
+            pending, self.active = pending[rows], [self.active[i] for i in keep]
+        return pending
+
+
+def _draft_step(model: SparseDepthModel, cache: KVCache, tokens: Tensor,
+                exit_layer: int) -> tuple[Tensor, Tensor, list[Tensor]]:
+    """Feed `tokens` [B] through the draft, blocks 0..exit-1, into the main cache: the embedding [B, 1, D],
+    the exit-layer state [B, 1, D] and which blocks each token ran. One step of speculation's draft, and of
+    `draft_generate`."""
+    h0 = model.wte(tokens.unsqueeze(1))
+    with torch.autocast(h0.device.type, enabled=False):
+        model.router.begin(h0, cache.positions.unsqueeze(1))
+    h, ran = model.run_blocks(h0, cache.positions.unsqueeze(1), cache, 0, exit_layer)
+    cache.positions += 1
+    return h0, h, ran
 
 
 def _round(model: SparseDepthModel, cache: KVCache, pending: Tensor, exit_layer: int, k: int):
@@ -117,12 +177,8 @@ def _round(model: SparseDepthModel, cache: KVCache, pending: Tensor, exit_layer:
     lengths, positions = cache.lengths(), cache.positions.clone()
     fed, embedded, states, ran, appended, hidden = [pending], [], [], [], [], []
     for j in range(k + 1):  # the draft: blocks 0..exit-1, one token at a time, into the main cache
-        h0 = model.wte(fed[-1].unsqueeze(1))
         before = cache.lengths()
-        with torch.autocast(h0.device.type, enabled=False):
-            router.begin(h0, cache.positions.unsqueeze(1))
-        h, step_ran = model.run_blocks(h0, cache.positions.unsqueeze(1), cache, 0, exit_layer)
-        cache.positions += 1
+        h0, h, step_ran = _draft_step(model, cache, fed[-1], exit_layer)
         embedded.append(h0)
         hidden.append(h)
         states.append(router.carry())

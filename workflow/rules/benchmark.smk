@@ -51,7 +51,8 @@ if SPEC_RUNS:  # `speculative.enabled`: without it nothing here exists and the p
     rule benchmark_speculative:
         """Self-speculative against ordinary greedy decoding of one cell's trained runs (batch 1, one
         process): tokens/s, speedups over dense's and the arm's own decoding, acceptance, tokens per
-        verification round, FLOPs per token; it fails if a speculative output is not the greedy output."""
+        verification round, FLOPs per token, and per exit the draft alone's speed (speculation's ceiling);
+        it fails if a speculative output is not the greedy output."""
         input:
             summaries=speculative_inputs("summary.json"),
             weights=speculative_inputs("model.safetensors"),

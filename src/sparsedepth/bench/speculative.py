@@ -7,9 +7,16 @@ process: tokens/s of the reference (dense, ordinary decoding), of each arm's ord
 bench/grid.py times routers, so the ratios hold when the machine drifts. Batch 1, greedy, a fixed number of
 new tokens (no end-of-text stop, so every call does the same work), each prompt's prefill included.
 
+Each arm and exit layer also gets a draft-only case (`decoding="draft"`, `speculative.draft_generate`: the
+whole model prefills, then the draft alone decodes): the ceiling of speculation at that exit, as if every
+draft were accepted and verification were free. Its `ceiling_speedup` (the reference's ordinary median /
+that draft-only median, also written on the same arm and exit's speculative rows) says whether a target
+speedup is reachable at that exit at all.
+
 Before timing, one untimed call of each case records its tokens, speculative statistics and FLOPs (torch's
 FlopCounterMode, `flops.counted_flops`); a speculative output that differs from the same arm's ordinary
-greedy output is a `SpeculativeMismatch` (exit 1, no table), never a row.
+greedy output is a `SpeculativeMismatch` (exit 1, no table), never a row. Draft-only tokens are the draft's
+own and are not compared.
 """
 
 from __future__ import annotations
@@ -35,7 +42,8 @@ COLUMNS = ["device", "device_name", "torch", "threads", "git_sha", "model", "dat
            "arm", "router", "capacity", "d_model", "n_layers", "decoding", "exit_layer", "draft_tokens",
            "batch", "prompts", "prompt_len", "new_tokens", "repeats", "median_ms", "iqr_ms", "tokens_per_s",
            "speedup", "self_speedup", "rounds", "drafted", "accepted", "acceptance", "tokens_per_round",
-           "layers_per_token", "flops_per_token", "dense_flops_per_token", "ideal_speedup", "greedy_match"]
+           "layers_per_token", "flops_per_token", "dense_flops_per_token", "ideal_speedup", "greedy_match",
+           "ceiling_speedup"]
 
 
 class SpeculativeMismatch(RuntimeError):
@@ -47,7 +55,8 @@ class SpecConfig:
     reference: str = option("dense", "arm (run variant) whose ordinary decoding every speedup is measured "
                             "against; one of --runs")
     arms: list[str] = option(["dense", "early_exit", "mod", "probe"], "arms decoded speculatively, "
-                             "comma-separated; each one of --runs (their ordinary decoding is timed too)")
+                             "comma-separated; each one of --runs (their ordinary decoding and their draft "
+                             "alone at each exit, speculation's ceiling, are timed too)")
     exit_layers: list[int] = option([1, 2], "draft depths: the draft is the first EXIT_LAYER blocks + final "
                                     "norm and head, comma-separated (1 <= each < the arm's blocks)")
     draft_tokens: list[int] = option([3, 5], "tokens drafted per verification round, comma-separated (>= 1)")
@@ -68,7 +77,7 @@ class Case:
     """One timed decoding of every prompt at batch 1, and what its checked call recorded."""
 
     arm: str
-    decoding: str  # ordinary | speculative
+    decoding: str  # ordinary | draft (the draft alone: speculation's ceiling) | speculative
     exit_layer: int | None
     draft_tokens: int | None
     call: Callable[[], list]
@@ -137,6 +146,8 @@ def make_cases(spec: SpecConfig, runs: dict[str, tuple], prompts: list[list[int]
         if arm not in spec.arms:
             continue
         for e in spec.exit_layers:
+            cases[f"{arm}/draft e={e}"] = Case(arm, "draft", e, None, lambda m=model, e=e: [
+                speculative.draft_generate(m, [p], spec.new_tokens, exit_layer=e) for p in prompts])
             for k in spec.draft_tokens:
                 def call(m=model, e=e, k=k):
                     return [speculative.speculative_generate(m, [p], spec.new_tokens, exit_layer=e,
@@ -147,7 +158,8 @@ def make_cases(spec: SpecConfig, runs: dict[str, tuple], prompts: list[list[int]
 
 
 def checked_call(case: Case, ordinary: Case | None, n_tokens: int) -> None:
-    """The untimed call: tokens, layers/token and FLOPs/token; speculative output must equal greedy's."""
+    """The untimed call: tokens, layers/token and FLOPs/token; speculative output must equal greedy's (the
+    draft alone's is its own)."""
     held = {}
     case.flops = counted_flops(lambda: held.setdefault("out", case.call())) / n_tokens
     out = held["out"]
@@ -155,7 +167,7 @@ def checked_call(case: Case, ordinary: Case | None, n_tokens: int) -> None:
     case.tokens = [g.tokens[0] for g in gens]
     layers = [n for g in gens for n in g.layers[0]]
     case.layers = statistics.mean(layers) if layers else float("nan")
-    if case.decoding == "ordinary":
+    if case.decoding != "speculative":
         return
     stats = [o[1] for o in out]
     case.stats = (sum(s.rounds for s in stats), sum(s.drafted for s in stats), sum(s.accepted for s in stats))
@@ -175,7 +187,8 @@ def ratio(a: float, b: float) -> float:
 
 def measure(spec: SpecConfig, run_dirs: Sequence[str | Path],
             progress: Callable[[str], None] = print) -> list[dict]:
-    """Every row of the table: the reference's and each arm's ordinary decoding, each speculative case."""
+    """Every row of the table: the reference's and each arm's ordinary decoding, each draft-only and each
+    speculative case."""
     device = resolve_device(spec.device)
     if spec.threads:
         torch.set_num_threads(spec.threads)
@@ -185,7 +198,7 @@ def measure(spec: SpecConfig, run_dirs: Sequence[str | Path],
     prompts = prompts_from(data.test, spec.prompts, spec.prompt_len)
     n_tokens = spec.prompts * spec.new_tokens  # no end-of-text stop: every call generates exactly these
     cases = make_cases(spec, runs, prompts)
-    for name, case in cases.items():  # ordinary before speculative within an arm (insertion order)
+    for name, case in cases.items():  # ordinary before the others within an arm (insertion order)
         progress(f"checked call: {name}")
         checked_call(case, cases[f"{case.arm}/ordinary"], n_tokens)
         for _ in range(spec.warmup):
@@ -201,23 +214,25 @@ def measure(spec: SpecConfig, run_dirs: Sequence[str | Path],
             "prompts": spec.prompts, "prompt_len": spec.prompt_len, "new_tokens": spec.new_tokens,
             "repeats": spec.repeats}
     summary = {name: median_iqr(t) for name, t in times.items()}  # (median, IQR) per case
-    dense = cases[f"{spec.reference}/ordinary"]
+    dense, ref_ms = cases[f"{spec.reference}/ordinary"], summary[f"{spec.reference}/ordinary"][0]
     rows = []
     for name, case in cases.items():
         model, cfg = runs[case.arm][0], runs[case.arm][1]
         ms, iqr = summary[name]
         rounds, drafted, accepted = case.stats or (np.nan, np.nan, np.nan)
+        draft = summary.get(f"{case.arm}/draft e={case.exit_layer}")  # absent on ordinary rows
         rows.append({**base, "arm": case.arm, "router": cfg.router, "capacity": cfg.capacity,
                      "d_model": model.cfg.d_model, "n_layers": model.cfg.n_layers, "decoding": case.decoding,
                      "exit_layer": case.exit_layer, "draft_tokens": case.draft_tokens, "median_ms": ms,
                      "iqr_ms": iqr, "tokens_per_s": n_tokens / (ms / 1e3),
-                     "speedup": summary[f"{spec.reference}/ordinary"][0] / ms,
+                     "speedup": ref_ms / ms,
                      "self_speedup": summary[f"{case.arm}/ordinary"][0] / ms,
                      "rounds": rounds, "drafted": drafted, "accepted": accepted,
                      "acceptance": ratio(accepted, drafted), "tokens_per_round": ratio(n_tokens, rounds),
                      "layers_per_token": case.layers, "flops_per_token": case.flops,
                      "dense_flops_per_token": dense.flops, "ideal_speedup": ratio(dense.flops, case.flops),
-                     "greedy_match": True if case.decoding == "speculative" else None})
+                     "greedy_match": True if case.decoding == "speculative" else None,
+                     "ceiling_speedup": ref_ms / draft[0] if draft else np.nan})
     return rows
 
 

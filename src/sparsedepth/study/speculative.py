@@ -3,7 +3,10 @@
 Why its own module: the table and the `\\CpuSpec...`/`\\GpuSpec...` macros read one file that exists only
 when the study turns the benchmark on; without it both say "not measured", so the paper compiles either way.
 The headline is the LayerSkip-trained arm (`early_exit`) when measured, as self-speculation is what its
-early-exit training prepares its early blocks for; the best speedup of any arm is quoted beside it.
+early-exit training prepares its early blocks for; the best speedup of any arm is quoted beside it, and so
+are the ceilings (the draft alone's speed: speculation at that exit if every draft were accepted and
+verification were free). Files written before the ceiling existed (no `ceiling_speedup`) still read, their
+ceilings "not measured".
 """
 
 from __future__ import annotations
@@ -21,26 +24,35 @@ HEADLINE_ARM = "early_exit"
 SPEC_MACROS = ("SpecDeviceName", "SpecModel", "SpecDataset", "SpecPrompts", "SpecNewTokens", "SpecArm",
                "SpecExitLayer", "SpecDraftTokens", "SpecSpeedup", "SpecSelfSpeedup", "SpecAcceptance",
                "SpecTokensPerRound", "SpecIdealSpeedup", "SpecBestSpeedup", "SpecBestArm", "SpecCases",
-               "SpecLayers")
+               "SpecLayers", "SpecCeiling", "SpecMaxCeiling", "SpecMaxCeilingArm", "SpecMaxCeilingExit")
+CEILING = "ceiling_speedup"  # optional: absent from files written before the draft-only rows
 
 
 def _label(row: pd.Series) -> str:
+    if row["decoding"] == "draft":
+        return f"draft only, exit {int(row['exit_layer'])}"
     if row["decoding"] != "speculative":
         return "ordinary"
     return f"exit {int(row['exit_layer'])}, draft {int(row['draft_tokens'])}"
 
 
+def _with_ceiling(spec: pd.DataFrame) -> pd.DataFrame:
+    return spec if CEILING in spec.columns else spec.assign(**{CEILING: float("nan")})
+
+
 def speculative_table(spec: pd.DataFrame) -> pd.DataFrame:
-    """One row per (device, arm, decoding): the reference arm first, each arm's ordinary decoding first."""
+    """One row per (device, arm, decoding): the reference arm first, each arm's ordinary decoding first,
+    then per exit layer the draft alone and the speculative settings."""
     if spec.empty:
-        return pd.DataFrame(columns=[*COLUMNS, "label"])
+        return pd.DataFrame(columns=[*COLUMNS, CEILING, "label"])
     require(spec, COLUMNS, "speculative benchmark table")
-    df = spec.copy()
+    df = _with_ceiling(spec.copy())
     df["label"] = [_label(r) for _, r in df.iterrows()]
     df["_ref"] = df["arm"] != df["reference"]
+    df["_other"] = df["decoding"] != "ordinary"
     df["_spec"] = df["decoding"] == "speculative"
-    df = df.sort_values(["device", "_ref", "arm", "_spec", "exit_layer", "draft_tokens"])
-    return df.drop(columns=["_ref", "_spec"]).reset_index(drop=True)
+    df = df.sort_values(["device", "_ref", "arm", "_other", "exit_layer", "_spec", "draft_tokens"])
+    return df.drop(columns=["_ref", "_other", "_spec"]).reset_index(drop=True)
 
 
 def format_speculative(table: pd.DataFrame) -> str:
@@ -56,6 +68,7 @@ def format_speculative(table: pd.DataFrame) -> str:
         "Accept.": [fmt_num(x) for x in table["acceptance"]],
         "Tok/round": [fmt_num(x) for x in table["tokens_per_round"]],
         "Ideal": [fmt_num(x) for x in table["ideal_speedup"]],
+        "Ceiling": [fmt_num(x) for x in table[CEILING]],
     })
     keys = {"Arm": table["arm"].map(escape_latex), "Decoding": table["label"].map(escape_latex)}
     if table["device"].nunique() > 1:
@@ -72,8 +85,11 @@ def format_speculative(table: pd.DataFrame) -> str:
                "head; the rest of the model verifies \\emph{draft} tokens per round. Speedups: over "
                f"{escape_latex(first['reference'])}'s and over the same arm's ordinary decoding, measured in "
                "the same process; acceptance = accepted / drafted tokens; ideal = FLOPs per token of the "
-               "reference / of this row (torch's FLOP counter). Every speculative output was checked equal "
-               "to ordinary greedy decoding (the benchmark fails otherwise).")
+               "reference / of this row (torch's FLOP counter); ceiling = the reference's time over that "
+               "of the draft alone at this exit (\\emph{draft only}: the whole model prefills, the draft "
+               "decodes every token), the speedup speculation would reach if every draft were accepted and "
+               "verification were free. Every speculative output was checked equal to ordinary greedy "
+               "decoding (the benchmark fails otherwise).")
     return to_latex(pd.concat([keys, disp], axis=1), keys.shape[1], caption, label)
 
 
@@ -83,9 +99,11 @@ def _best_config(rows: pd.DataFrame) -> pd.Series:
 
 
 def speculative_numbers(spec: pd.DataFrame) -> dict[str, str]:
-    """`Cpu`/`Gpu` + SPEC_MACROS: the headline arm's fastest configuration on each device, the best
-    speedup over the reference of any arm, and the setup; `not measured` where there is no row."""
+    """`Cpu`/`Gpu` + SPEC_MACROS: the headline arm's fastest configuration on each device (with the ceiling at
+    its exit), the best speedup over the reference of any arm, the highest ceiling of any arm and exit, and
+    the setup; `not measured` where there is no row (or, for the ceilings, no draft-only row)."""
     m: dict[str, str] = {}
+    spec = _with_ceiling(spec)
     for device, prefix in (("cpu", "Cpu"), ("cuda", "Gpu")):
         found: dict[str, str] = {}
         on = spec[spec["device"] == device] if not spec.empty else spec
@@ -109,5 +127,12 @@ def speculative_numbers(spec: pd.DataFrame) -> dict[str, str]:
                      "SpecBestSpeedup": fmt_num(best["speedup"]),
                      "SpecBestArm": escape_latex(f"{best['arm']} ({_label(best)})"),
                      "SpecCases": str(len(rows)), "SpecLayers": fmt_int(head["n_layers"])}
+            if finite(head[CEILING]):
+                found["SpecCeiling"] = fmt_num(head[CEILING])
+            drafts = on[(on["decoding"] == "draft") & on[CEILING].notna()]
+            if not drafts.empty:
+                top = drafts.sort_values([CEILING, "exit_layer"], ascending=[False, True]).iloc[0]
+                found.update(SpecMaxCeiling=fmt_num(top[CEILING]), SpecMaxCeilingArm=escape_latex(top["arm"]),
+                             SpecMaxCeilingExit=fmt_int(top["exit_layer"]))
         m.update({prefix + k: found.get(k, NOT_MEASURED) for k in SPEC_MACROS})
     return m
