@@ -56,9 +56,9 @@ class LayerCache:
         keys belong to these samples only; they are written in place and only these rows are read (a
         slice: see `_extend_slice`)."""
         B, H, K, D = k.shape
+        if K == 1 and valid is None and query_offsets is None and (rows is None or isinstance(rows, slice)):
+            return self._extend_slice(k, v, slice(0, B) if rows is None else rows)  # decoding a step
         if isinstance(rows, slice):
-            if K == 1 and valid is None and query_offsets is None:
-                return self._extend_slice(k, v, rows)
             rows = torch.arange(rows.start, rows.stop, rows.step or 1, device=k.device)
         lengths = self.lengths if rows is None else self.lengths.index_select(0, rows)
         limit = int(lengths.max()) + K
@@ -87,8 +87,9 @@ class LayerCache:
         return keys, values, mask
 
     def _extend_slice(self, k: Tensor, v: Tensor, rows: slice) -> tuple[Tensor, Tensor, Tensor]:
-        """`extend` for one new key per sample of `rows`, evenly spaced samples (a routed block at decode
-        mostly runs one or two samples of the batch). The model is small enough that per-op overhead, not
+        """`extend` for one new key per sample of `rows`, evenly spaced samples (every sample: a decoding
+        step; a few: a routed block at decode mostly runs one or two samples of the batch). The model is small
+        enough that per-op overhead, not
         FLOPs, is the cost, so this takes views where `extend` indexes: the rows' cache is written in place
         and read as a strided view (no copy), and one sample's query, which sees its whole row, gets an
         additive zero mask (a bool one costs SDPA three more ops to convert)."""

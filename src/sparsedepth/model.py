@@ -42,7 +42,7 @@ class Rotary(nn.Module):
         self.register_buffer("sin", angles.sin(), persistent=False)
 
     def forward(self, x: Tensor, positions: Tensor) -> Tensor:
-        """x: [B, H, T, D]; positions: [T] shared or [B, T] per sample."""
+        """x: [..., B, H, T, D] (queries and keys may be stacked in front); positions: [T] or [B, T]."""
         cos, sin = self.cos[positions], self.sin[positions]
         if positions.dim() == 2:
             cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)
@@ -69,15 +69,16 @@ class Attention(nn.Module):
         B, T, C = x.shape
         H = self.n_heads
         if context is None:
-            q, k, v = self.qkv(x).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
-            key_positions = positions
+            qkv = self.qkv(x).view(B, T, 3, H, C // H).permute(2, 0, 3, 1, 4)
+            q, k = rope(qkv[:2], positions).unbind(0)  # one rotation for both (decoding: ops, not FLOPs)
+            v = qkv[2]
         else:
             w_q, w_kv = self.qkv.weight.split([C, 2 * C])
             q = F.linear(x, w_q).view(B, T, H, C // H).transpose(1, 2)
             S = context.shape[1]
             k, v = F.linear(context, w_kv).view(B, S, 2, H, C // H).permute(2, 0, 3, 1, 4)
+            q, k = rope(q, positions), rope(k, context_positions)
             key_positions = context_positions
-        q, k = rope(q, positions), rope(k, key_positions)
         if cache is not None:  # `valid`: which new keys are real (the context's, under state propagation)
             k, v, attn_mask = cache.extend(k, v, valid, query_offsets)
         elif context is not None:
@@ -115,9 +116,12 @@ class Block(nn.Module):
                  context: Tensor | None = None, context_positions: Tensor | None = None,
                  query_offsets: Tensor | None = None) -> Tensor:
         ctx = None if context is None else self.norm1(context)
-        a = self.drop(self.attn(self.norm1(x), rope, positions, attn_mask, cache, valid,
-                                ctx, context_positions, query_offsets))
-        return a + self.drop(self.mlp(self.norm2(x + a)))
+        a = self.attn(self.norm1(x), rope, positions, attn_mask, cache, valid, ctx, context_positions,
+                      query_offsets)
+        if self.training:  # dropout is the identity in eval: not even a call (decoding pays per op)
+            a = self.drop(a)
+        m = self.mlp(self.norm2(x + a))
+        return a + (self.drop(m) if self.training else m)
 
 
 @dataclass

@@ -23,6 +23,7 @@ class ProbeRouter(Router):
         self.probe = nn.Linear(cfg.d_model, 1)
         self.budget_weight = budget_weight
         self.score: Tensor | None = None
+        self._thresholds: dict[tuple[int, torch.dtype], float] = {}  # (layer, dtype) → logit(layer / L)
 
     def begin(self, h0: Tensor, positions: Tensor, valid: Tensor | None = None) -> None:
         super().begin(h0, positions, valid)
@@ -37,10 +38,18 @@ class ProbeRouter(Router):
 
     def decide(self, h: Tensor, layer: int) -> Decision:
         """s > i/L in logit space (logit s − logit(i/L) > 0), so probabilistic gating can sample it."""
-        margin = self.logit - torch.logit(self.logit.new_tensor(layer / self.cfg.n_layers))
+        margin = self.logit - self._threshold_logit(layer, self.logit.dtype)
         mask = self.hard_gate(margin)
         soft = torch.sigmoid(margin / self.temperature) if self.gating == "probabilistic" else self.score
         return Decision(mask=mask, gate=straight_through(mask, soft))
+
+    def _threshold_logit(self, layer: int, dtype: torch.dtype) -> float:
+        """logit(i/L), computed in `dtype` as a tensor would be, kept as a number: one op per block, not six
+        (a fresh tensor each call; decoding pays per op)."""
+        key = (layer, dtype)
+        if key not in self._thresholds:
+            self._thresholds[key] = torch.logit(torch.tensor(layer / self.cfg.n_layers, dtype=dtype)).item()
+        return self._thresholds[key]
 
     def training_counts(self, length: int) -> dict[int, tuple[float, float]]:
         """s > 0 always: a block at threshold 0 runs every token; the rest of the budget (mean fraction c
