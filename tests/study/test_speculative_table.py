@@ -53,6 +53,7 @@ def test_macros_quote_the_layerskip_arm_at_its_fastest_setting():
     assert m["CpuSpecCases"] == "4"  # speculative rows only
     assert m["CpuSpecCeiling"] == "1.70"  # early_exit's, at its headline exit 1
     assert [m[f"CpuSpecMaxCeiling{k}"] for k in ("", "Arm", "Exit")] == ["1.90", "dense", "1"]
+    assert m["CpuSpecMaxCeilingAcceptance"] == "0.60"  # dense's best acceptance at exit 1
     assert m["GpuSpecSpeedup"] == m["GpuSpecMaxCeiling"] == "\\textit{not measured}"
     assert all(v == "\\textit{not measured}" for v in speculative_numbers(pd.DataFrame()).values())
 

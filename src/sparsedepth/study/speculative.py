@@ -24,7 +24,8 @@ HEADLINE_ARM = "early_exit"
 SPEC_MACROS = ("SpecDeviceName", "SpecModel", "SpecDataset", "SpecPrompts", "SpecNewTokens", "SpecArm",
                "SpecExitLayer", "SpecDraftTokens", "SpecSpeedup", "SpecSelfSpeedup", "SpecAcceptance",
                "SpecTokensPerRound", "SpecIdealSpeedup", "SpecBestSpeedup", "SpecBestArm", "SpecCases",
-               "SpecLayers", "SpecCeiling", "SpecMaxCeiling", "SpecMaxCeilingArm", "SpecMaxCeilingExit")
+               "SpecLayers", "SpecCeiling", "SpecMaxCeiling", "SpecMaxCeilingArm", "SpecMaxCeilingExit",
+               "SpecMaxCeilingAcceptance")
 CEILING = "ceiling_speedup"  # optional: absent from files written before the draft-only rows
 
 
@@ -134,5 +135,8 @@ def speculative_numbers(spec: pd.DataFrame) -> dict[str, str]:
                 top = drafts.sort_values([CEILING, "exit_layer"], ascending=[False, True]).iloc[0]
                 found.update(SpecMaxCeiling=fmt_num(top[CEILING]), SpecMaxCeilingArm=escape_latex(top["arm"]),
                              SpecMaxCeilingExit=fmt_int(top["exit_layer"]))
+                there = rows[(rows["arm"] == top["arm"]) & (rows["exit_layer"] == top["exit_layer"])]
+                if there["acceptance"].notna().any():  # how often that cheap draft is right
+                    found["SpecMaxCeilingAcceptance"] = fmt_num(there["acceptance"].max())
         m.update({prefix + k: found.get(k, NOT_MEASURED) for k in SPEC_MACROS})
     return m
