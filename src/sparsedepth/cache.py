@@ -88,11 +88,11 @@ class LayerCache:
 
     def _extend_slice(self, k: Tensor, v: Tensor, rows: slice) -> tuple[Tensor, Tensor, Tensor]:
         """`extend` for one new key per sample of `rows`, evenly spaced samples (every sample: a decoding
-        step; a few: a routed block at decode mostly runs one or two samples of the batch). The model is small
-        enough that per-op overhead, not
-        FLOPs, is the cost, so this takes views where `extend` indexes: the rows' cache is written in place
-        and read as a strided view (no copy), and one sample's query, which sees its whole row, gets an
-        additive zero mask (a bool one costs SDPA three more ops to convert)."""
+        step; a few: a routed block at decode mostly runs one or two samples of the batch). The model is
+        small enough that per-op overhead, not FLOPs, is the cost, so this takes views where `extend`
+        indexes: the rows' cache is written in place and read as a strided view (no copy), and one sample's
+        query, which sees its whole row, gets an additive zero mask (a bool one costs SDPA three more ops to
+        convert)."""
         R, H, _, D = k.shape
         lengths = self.lengths[rows]  # a view: used before it is advanced, last
         limit = int(lengths.max()) + 1

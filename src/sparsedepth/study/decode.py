@@ -21,6 +21,11 @@ DECODE_MACROS = ("DecodeBatch", "DecodeSmallBatchCost",
                  *[f"Decode{infix}{f}" for infix in DECODE_ROUTERS.values() for f in DECODE_FIELDS])
 
 
+def bound(rows: pd.DataFrame) -> pd.Series:
+    """attainable / FLOP ideal: the best FLOP efficiency a row's routing decisions allow on its hardware."""
+    return rows["attainable_speedup"] / rows["ideal_speedup"]
+
+
 def decode_numbers(bench: pd.DataFrame, device: str) -> dict[str, str]:
     """At the largest decoding batch on `device` (then the longest length), gathered implementation."""
     if "attainable_speedup" not in bench:
@@ -42,7 +47,7 @@ def decode_numbers(bench: pd.DataFrame, device: str) -> dict[str, str]:
         r = rows.iloc[0]
         values = {"Speedup": r["speedup"], "Ideal": r["ideal_speedup"], "Efficiency": r["efficiency"],
                   "Padded": r["padded_ideal_speedup"], "Attainable": r["attainable_speedup"],
-                  "Bound": r["attainable_speedup"] / r["ideal_speedup"],
+                  "Bound": bound(rows).iloc[0],
                   "AttainableEfficiency": r["attainable_efficiency"]}
         m.update({f"Decode{infix}{k}": fmt_num(v) for k, v in values.items()})
     return m

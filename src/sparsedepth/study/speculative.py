@@ -99,6 +99,19 @@ def _best_config(rows: pd.DataFrame) -> pd.Series:
     return order.iloc[0]
 
 
+def fastest(on: pd.DataFrame) -> pd.Series:
+    """The speculative row with the largest speedup over the reference (`on`: speculative rows)."""
+    return on.sort_values("speedup", ascending=False).iloc[0]
+
+
+def highest_ceiling(on: pd.DataFrame) -> pd.Series | None:
+    """The draft-only row with the highest ceiling (ties: the earlier exit); None without one."""
+    drafts = on[(on["decoding"] == "draft") & on[CEILING].notna()]
+    if drafts.empty:
+        return None
+    return drafts.sort_values([CEILING, "exit_layer"], ascending=[False, True]).iloc[0]
+
+
 def speculative_numbers(spec: pd.DataFrame) -> dict[str, str]:
     """`Cpu`/`Gpu` + SPEC_MACROS: the headline arm's fastest configuration on each device (with the ceiling at
     its exit), the best speedup over the reference of any arm, the highest ceiling of any arm and exit, and
@@ -113,7 +126,7 @@ def speculative_numbers(spec: pd.DataFrame) -> dict[str, str]:
             require(spec, COLUMNS, "speculative benchmark table")
             arm = HEADLINE_ARM if HEADLINE_ARM in set(rows["arm"]) else sorted(rows["arm"])[0]
             head = _best_config(rows[rows["arm"] == arm])
-            best = rows.sort_values("speedup", ascending=False).iloc[0]
+            best = fastest(rows)
             found = {"SpecDeviceName": fmt_list(sorted(on["device_name"].astype(str).unique())),
                      "SpecModel": escape_latex(head["model"]), "SpecDataset": escape_latex(head["dataset"]),
                      "SpecPrompts": fmt_int(head["prompts"]), "SpecNewTokens": fmt_int(head["new_tokens"]),
@@ -130,9 +143,8 @@ def speculative_numbers(spec: pd.DataFrame) -> dict[str, str]:
                      "SpecCases": str(len(rows)), "SpecLayers": fmt_int(head["n_layers"])}
             if finite(head[CEILING]):
                 found["SpecCeiling"] = fmt_num(head[CEILING])
-            drafts = on[(on["decoding"] == "draft") & on[CEILING].notna()]
-            if not drafts.empty:
-                top = drafts.sort_values([CEILING, "exit_layer"], ascending=[False, True]).iloc[0]
+            top = highest_ceiling(on)
+            if top is not None:
                 found.update(SpecMaxCeiling=fmt_num(top[CEILING]), SpecMaxCeilingArm=escape_latex(top["arm"]),
                              SpecMaxCeilingExit=fmt_int(top["exit_layer"]))
                 there = rows[(rows["arm"] == top["arm"]) & (rows["exit_layer"] == top["exit_layer"])]
