@@ -20,7 +20,7 @@ if not workflow.config_settings.configfiles:
 
 
 validate(config, "src/sparsedepth/study/config.schema.yaml", set_default=True)  # one schema, packaged
-grid.check_names(config)
+grid.prepare(config)  # the isoflop sweep expanded into models; names checked
 
 
 report: "workflow/report/workflow.rst"

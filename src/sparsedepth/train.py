@@ -62,8 +62,9 @@ class TrainConfig:
                 "(relative to the current directory)"})
     data_path: str | None = field(default=None, metadata={
         "help": "local corpus file/dir (default: the corpus's package, $SPARSEDEPTH_DATA_DIR or the hub)"})
-    vocab_size: int = field(default=4096, metadata={"minimum": 258, "maximum": 65535,
-                                                    "help": "BPE vocabulary size (the model's vocabulary)"})
+    vocab_size: int = field(default=4096, metadata={
+        "minimum": 257, "maximum": 65535,
+        "help": "vocabulary size (257: the bytes + end-of-text; more: byte-level BPE)"})
     router: str = field(default="dense", metadata={"help": "router name (see sparsedepth.ROUTERS)"})
     capacity: float = field(default=1.0, metadata={"exclusiveMinimum": 0, "maximum": 1,
                                                    "help": "target fraction of tokens a routed block runs"})
@@ -358,6 +359,8 @@ def _finish(cfg: TrainConfig, out: Path, model: SparseDepthModel, data: TokenDat
         "train_tokens_per_s": sorted(speeds)[len(speeds) // 2],
         "wall_s_this_session": time.perf_counter() - wall_start,
         "n_params": sum(p.numel() for p in model.parameters()),
+        "train_tokens": cfg.steps * cfg.batch_size * cfg.seq_len,
+        "train_split_tokens": int(len(data.train)),  # epochs = train_tokens / this (≤ 1: no token seen twice)
         "git_sha": git_sha(),
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

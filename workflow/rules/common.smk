@@ -5,7 +5,7 @@ import os
 import shlex
 import sys
 
-from sparsedepth.study import slurm
+from sparsedepth.study import slurm, sweeps
 from sparsedepth.study.layout import RUN_TEMPLATE, RunKey, run_dir, run_dir_pattern
 from sparsedepth.study.paper import paper_inputs
 
@@ -44,6 +44,16 @@ def evaluate_limit():
 
 def run_paths(name):
     return [f"{run_dir('results', key)}/{name}" for key in RUNS]
+
+
+# --- the isoFLOP frontier (workflow/rules/aggregate.smk): only for a study with an `isoflop:` sweep ---
+FRONTIER = sweeps.frontier_spec(config)  # {} without a sweep
+FRONTIER_CSV = ["results/isoflop.csv", "results/frontier.csv"] if FRONTIER else []
+
+
+def frontier_units():
+    """units.csv of exactly the sweep's runs (the frontier reads nothing else per run)."""
+    return [f"{run_dir('results', key)}/units.csv" for key in RUNS if sweeps.is_sweep_model(config, key.model)]
 
 
 # --- lm-evaluation-harness: the optional second measurement (workflow/rules/lm_eval.smk) ---
@@ -91,6 +101,7 @@ FIGURE_INPUTS = {
     "routing_map": ["results/runs.csv"],
     "attention": ["results/runs.csv"],
     "speed": ["results/bench/bench.csv"],
+    **({"isoflop": FRONTIER_CSV, "frontier": FRONTIER_CSV} if FRONTIER else {}),
 }
 TABLE_INPUTS = {
     "hypotheses": ["results/stats.csv"],
@@ -99,15 +110,16 @@ TABLE_INPUTS = {
     "bench": ["results/bench/bench.csv"],
     "bench_origin": ["results/bench/bench.csv"],
     "speculative": SPEC_CSV,
+    **({"frontier": FRONTIER_CSV} if FRONTIER else {}),
     "numbers": ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv", "results/curves.csv",
-                *SPEC_CSV],
+                *SPEC_CSV, *FRONTIER_CSV],
 }
 FIGURES = list(FIGURE_INPUTS)
 TABLES = list(TABLE_INPUTS)
 
 
 def final_outputs():
-    outputs = ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv", *SPEC_CSV]
+    outputs = ["results/runs.csv", "results/stats.csv", "results/bench/bench.csv", *SPEC_CSV, *FRONTIER_CSV]
     outputs += expand("results/figures/{name}.pdf", name=FIGURES)
     outputs += expand("results/tables/{name}.tex", name=TABLES)
     if config["paper"]:
@@ -122,7 +134,7 @@ def paper_sources(wildcards=None):
 
 
 INPUT_FLAGS = {"runs.csv": "--runs", "stats.csv": "--stats", "bench.csv": "--bench", "curves.csv": "--curves",
-               "speculative.csv": "--speculative"}
+               "speculative.csv": "--speculative", "isoflop.csv": "--profiles", "frontier.csv": "--frontier"}
 
 
 def input_flags(wildcards, input):

@@ -35,7 +35,8 @@ EXIT_USER_ERROR = 2
 
 RUNS_COLUMNS = [
     "model", "variant", "arm", "router", "dataset", "seed", "capacity", "mode", "n_layers", "d_model",
-    "n_params", "steps", "batch_size", "seq_len", "val_loss", "val_ppl", "val_bpb", "test_loss", "test_ppl",
+    "n_params", "steps", "batch_size", "seq_len", "train_tokens", "tokens_per_param", "epochs", "val_loss",
+    "val_ppl", "val_bpb", "test_loss", "test_ppl",
     "test_bpb", "layers_per_token", "flops_per_token", "dense_flops_per_token", "counted_flops_per_token",
     "train_flops", "planned_train_flops", "train_tokens_per_s", "causality_violation", "batch_leak",
     "run_dir",
@@ -122,7 +123,12 @@ def run_rows(run_dir: str | Path) -> list[dict]:
                 "dataset": config["dataset"], "seed": config["seed"], "capacity": config["capacity"],
                 "mode": mode, "n_layers": config["model"]["n_layers"], "d_model": config["model"]["d_model"],
                 "n_params": summary["n_params"], "steps": config["steps"], "batch_size": config["batch_size"],
-                "seq_len": config["seq_len"], "val_loss": val["loss"], "val_ppl": val["ppl"],
+                "seq_len": config["seq_len"], "train_tokens": tokens,
+                "tokens_per_param": tokens / summary["n_params"],
+                # passes over the training split (older runs, without its size: empty)
+                "epochs": (tokens / summary["train_split_tokens"]) if summary.get("train_split_tokens")
+                else None,
+                "val_loss": val["loss"], "val_ppl": val["ppl"],
                 "val_bpb": val.get("bpb"), "test_loss": test["loss"], "test_ppl": test["ppl"],
                 "test_bpb": test.get("bpb"),
                 "layers_per_token": val["layers_per_token"], "flops_per_token": val["flops_per_token"],

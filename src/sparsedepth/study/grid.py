@@ -28,6 +28,7 @@ from pathlib import Path
 from ..config import ConfigError, ModelConfig, to_dict
 from ..flops import train_flops_per_step
 from ..train import TrainConfig
+from . import sweeps
 from .layout import RunKey
 
 SCHEMA_NAME = "config.schema.yaml"  # packaged beside this module; the Snakefile validates with the same file
@@ -64,11 +65,17 @@ def variant_seeds(study: dict, variant: str) -> list[int]:
     return list(seeds)
 
 
+def _runs_on(study: dict, variant: str, model: str, dataset: str) -> bool:
+    if study.get("isoflop"):
+        return sweeps.runs_on(study, variant, model, dataset)
+    return _applies(study["variants"][variant], model, dataset)
+
+
 def run_keys(study: dict) -> list[RunKey]:
     """Every run of the grid; seeds are shared across variants so comparisons can be paired."""
     return [RunKey(m, v, d, s)
-            for m in study["models"] for v, spec in study["variants"].items() for d in study["datasets"]
-            if _applies(spec, m, d) for s in variant_seeds(study, v)]
+            for m in study["models"] for v in study["variants"] for d in study["datasets"]
+            if _runs_on(study, v, m, d) for s in variant_seeds(study, v)]
 
 
 def _fields(study: dict, key: RunKey) -> dict:
@@ -114,7 +121,7 @@ def _resolved(study_json: str, key: RunKey) -> TrainConfig:
 
 def _train_config(study: dict, key: RunKey) -> TrainConfig:
     fields = _fields(study, key)
-    if study.get("budget") is None:
+    if study.get("budget") is None and sweeps.budget_of(study, key.model) is None:
         return TrainConfig.from_dict(fields)
     flops, ref_steps = cell_budget(study, key)
     steps = steps_for_budget(TrainConfig.from_dict({**fields, "steps": max(1, round(ref_steps))}), flops)
@@ -125,8 +132,9 @@ def _train_config(study: dict, key: RunKey) -> TrainConfig:
     return TrainConfig.from_dict({**fields, "steps": steps})
 
 
-def _check_budget(study: dict) -> dict:
-    budget = study["budget"]
+def _check_budget(study: dict, model: str) -> dict:
+    """The budget of `model`'s cells: its isoflop sweep budget, else the study's `budget:`."""
+    budget = sweeps.budget_of(study, model) or study["budget"]
     shapes = ({"flops_of", "steps"}, {"flops"})
     if not isinstance(budget, dict) or set(budget) not in shapes:
         raise ConfigError(f"budget must be {{flops_of: <variant>, steps: N}} or {{flops: <number>}}, "
@@ -143,8 +151,12 @@ def _check_budget(study: dict) -> dict:
 
 def cell_budget(study: dict, key: RunKey) -> tuple[float, float]:
     """The training-FLOP budget of `key`'s model × dataset cell, and the steps of the reference arm the
-    schedule fields are given for (the `flops_of` variant, or the cell's unscaled dense model)."""
-    budget = _check_budget(study)
+    schedule fields are given for (the `flops_of` variant, or the cell's unscaled dense model; on an
+    isoflop sweep model, `isoflop.schedule_steps`: there sizes and budgets span 30× in steps, and each run's
+    warm-up and validations must be the same fractions of its training)."""
+    budget = _check_budget(study, key.model)
+    if sweeps.is_sweep_model(study, key.model):
+        return float(budget["flops"]), float(study["isoflop"]["schedule_steps"])
     if "flops" in budget:
         fields = {**_fields(study, key), "router": "dense", "capacity": 1.0, "router_options": {},
                   "model": dict(study["models"][key.model])}
@@ -154,7 +166,7 @@ def cell_budget(study: dict, key: RunKey) -> tuple[float, float]:
     if name not in study["variants"]:
         raise ConfigError(f"budget.flops_of: unknown variant {name!r}; the grid has: "
                           f"{', '.join(study['variants'])}")
-    if not _applies(study["variants"][name], key.model, key.dataset):
+    if not _runs_on(study, name, key.model, key.dataset):
         raise ConfigError(f"budget.flops_of: variant {name!r} does not run on model {key.model!r} × dataset "
                           f"{key.dataset!r}, so it cannot set that cell's budget")
     ref = TrainConfig.from_dict({**_fields(study, dataclasses.replace(key, variant=name)), "steps": steps})
@@ -184,6 +196,16 @@ def config_json(study: dict, key: RunKey) -> str:
     return json.dumps(to_dict(train_config(study, key)), sort_keys=True)
 
 
+def prepare(study: dict) -> dict:
+    """A validated study made ready for the grid (in place): its isoflop sweep expanded into models, and
+    every name the schema cannot know checked. The Snakefile and `load_study` both call this."""
+    sweeps.expand(study)
+    if not study.get("models"):
+        raise ConfigError("the study has no models: give models: or an isoflop: sweep")
+    check_names(study)
+    return study
+
+
 def check_names(study: dict) -> None:
     """Names the schema cannot know: benchmark routers must be registered routers, and the routing-map
     variants must include one of the grid's (a stale name would otherwise fail a job an hour in, or draw
@@ -195,6 +217,7 @@ def check_names(study: dict) -> None:
         raise ConfigError(f"benchmark.routers: unknown router(s) {unknown}; "
                           f"known: {', '.join(sorted(ROUTERS))}")
     speculative_runs(study)  # checks its names and sizes
+    sweeps.frontier_spec(study)  # the frontier's arms must be swept
     variants = study.get("variants", {})
     wanted = study.get("figures", {}).get("routing_map_variants", [])
     if wanted and not set(wanted) & set(variants):  # the map draws those of them the grid has
@@ -245,7 +268,7 @@ def load_study(path: str | Path) -> dict:
     except Exception as e:  # snakemake raises WorkflowError with the jsonschema message
         raise ConfigError(f"{path}: {e}") from e
     try:
-        check_names(study)
+        prepare(study)
     except ConfigError as e:
         raise ConfigError(f"{path}: {e}") from None
     return study
