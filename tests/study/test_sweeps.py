@@ -91,6 +91,14 @@ def test_a_budget_may_sweep_its_own_window_of_sizes():
     assert sorted(sweeps.models(s)) == ["C1-d16", "C1-d32", "C1-d48", "C3-d32", "C3-d48"]
 
 
+def test_a_second_domain_may_be_swept_with_fewer_seeds():
+    s = study(lambda s: s["isoflop"].update(seeds={"shakespeare": [1]}))
+    keys = run_keys(s)
+    assert {k.seed for k in keys if k.dataset == "shakespeare" and k.model != "D12"} == {1}
+    assert {k.seed for k in keys if k.dataset == "enwik8"} == {0, 1}
+    assert {k.seed for k in keys if k.dataset == "shakespeare" and k.model == "D12"} == {0, 1}
+
+
 def test_expansion_is_idempotent():
     once = study()
     twice = prepare(copy.deepcopy(once))
@@ -103,6 +111,7 @@ def test_expansion_is_idempotent():
      r"C1.sizes: unknown size\(s\) \['d8'\]"),
     (lambda s: s["isoflop"]["datasets"].update(enwik8=["C9"]), r"unknown budget\(s\) \['C9'\]"),
     (lambda s: s["isoflop"].update(variants=["dense", "nope"]), r"isoflop.variants: \['nope'\]"),
+    (lambda s: s["isoflop"].update(seeds={"shakespeare": [7]}), "isoflop.seeds.shakespeare"),
     (lambda s: s["variants"]["probe"].update(models=["C7-d32"]), r"variants.probe.models: \['C7-d32'\]"),
     (lambda s: s["models"].update({"C1-d16": {"d_model": 8, "n_layers": 1, "n_heads": 1}}), "clash"),
 ])

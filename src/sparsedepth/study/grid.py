@@ -75,7 +75,7 @@ def run_keys(study: dict) -> list[RunKey]:
     """Every run of the grid; seeds are shared across variants so comparisons can be paired."""
     return [RunKey(m, v, d, s)
             for m in study["models"] for v in study["variants"] for d in study["datasets"]
-            if _runs_on(study, v, m, d) for s in variant_seeds(study, v)]
+            if _runs_on(study, v, m, d) for s in variant_seeds(study, v) if sweeps.keeps_seed(study, m, d, s)]
 
 
 def _fields(study: dict, key: RunKey) -> dict:

@@ -63,6 +63,11 @@ def check(study: dict) -> None:
         if unknown:
             raise ConfigError(f"isoflop.datasets.{dataset}: unknown budget(s) {unknown}; "
                               f"isoflop.budgets has {', '.join(budgets)}")
+    for dataset, seeds in section.get("seeds", {}).items():
+        extra = sorted(set(seeds) - set(study["seeds"]))
+        if dataset not in section["datasets"] or extra:
+            raise ConfigError(f"isoflop.seeds.{dataset}: must name a swept dataset and a subset of the "
+                              f"study's seeds {study['seeds']}")
     unknown = [v for v in section["variants"] if v not in study["variants"]]
     if unknown:
         raise ConfigError(f"isoflop.variants: {unknown} not among the study's variants")
@@ -122,6 +127,13 @@ def runs_on(study: dict, variant: str, model: str, dataset: str) -> bool:
     if info is not None:
         return dataset in info["datasets"] and (swept or model in spec.get("models", []))
     return model in spec["models"] if "models" in spec else not swept
+
+
+def keeps_seed(study: dict, model: str, dataset: str, seed: int) -> bool:
+    """Whether a sweep run of `dataset` uses `seed`: all the study's seeds unless `isoflop.seeds` narrows
+    them for that dataset (a second domain swept more cheaply); the study's own models keep theirs."""
+    wanted = _section(study).get("seeds", {}).get(dataset)
+    return wanted is None or not is_sweep_model(study, model) or seed in wanted
 
 
 def frontier_spec(study: dict) -> dict:
