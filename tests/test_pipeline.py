@@ -1,6 +1,7 @@
 """The Snakemake workflow: dry runs of the shipped grids, lint, config errors, and the smoke study end to end
 (train → evaluate → aggregate → stats → benchmark → figures → tables → paper, then the notebook on it)."""
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -29,21 +30,32 @@ def test_dry_run_of_each_shipped_grid(config, tmp_path):
     assert "paper" in result.stdout and "train" in result.stdout
 
 
-def test_default_grid_is_built_around_declared_primaries_at_matched_compute():
+def test_default_grid_is_an_isoflop_study_on_enwik8_with_frontier_primaries():
+    from sparsedepth.study import sweeps
     from sparsedepth.study.grid import load_study, run_keys, train_config
 
     study = load_study(REPO / "config" / "config.yaml")
     keys = run_keys(study)
     routers = {study["variants"][k.variant]["router"] for k in keys}
     assert {"dense", "probe", "probe-frozen", "mod", "threshold", "random", "early_exit", "mor"} <= routers
-    assert study["budget"]["flops_of"] == "dense" and len(study["primaries"]) == 4
-    primary_arms = ({p.get("arm") for p in study["primaries"]} | {p["reference"] for p in study["primaries"]}
-                    | {a for p in study["primaries"] for a in p.get("best_of", [])})
-    for arm in primary_arms - {None}:
-        assert sum(k.variant == arm for k in keys) >= 5, f"{arm}: a primary arm needs >= 5 seeds"
-    assert all(study["models"][m]["d_model"] >= 128 for m in study["models"])
-    dense = train_config(study, next(k for k in keys if k.variant == "dense"))
-    mod = train_config(study, next(k for k in keys if k.variant == "mod"))
+    frontier = sweeps.frontier_spec(study)
+    assert frontier["dataset"] == "enwik8" and frontier["reference"] == "dense" and len(frontier["arms"]) >= 2
+    swept = sweeps.models(study)
+    budgets = {info["budget"] for info in swept.values() if "enwik8" in info["datasets"]}
+    assert len(budgets) >= 2, "a frontier needs at least two budgets"
+    for budget in budgets:
+        for arm in (frontier["reference"], *frontier["arms"]):
+            sizes = {k.model for k in keys if k.variant == arm and k.dataset == "enwik8"
+                     and swept.get(k.model, {}).get("budget") == budget}
+            assert len(sizes) >= 4, f"{arm} at {budget}: an isoFLOP profile needs >= 4 sizes"
+            seeds = {k.seed for k in keys if k.variant == arm and k.dataset == "enwik8"}
+            assert len(seeds) >= 3, f"{arm}: a primary arm needs >= 3 seeds"
+    for key in keys:  # every run at most one pass over enwik8's 90 M training bytes
+        cfg = train_config(study, key)
+        assert key.dataset != "enwik8" or cfg.steps * cfg.batch_size * cfg.seq_len <= 90_000_000
+    cell = next(k for k in keys if k.variant == "dense" and k.model in swept)
+    dense = train_config(study, cell)
+    mod = train_config(study, dataclasses.replace(cell, variant="mod"))
     assert mod.steps > dense.steps  # the routed arm trains longer on the same FLOPs
 
 
