@@ -25,6 +25,7 @@ from sparsedepth.data.preparation import (
     encode_documents,
     train_tokenizer,
 )
+from sparsedepth.train import TrainConfig
 from sparsedepth.units import token_byte_lengths
 
 HEADER = ('<mediawiki xmlns="http://www.mediawiki.org/xml/export-0.3/" version="0.3" xml:lang="en">\n'
@@ -243,3 +244,9 @@ def test_missing_local_file_names_it(tmp_path: Path):
         enwik8.enwik8_path(str(tmp_path / "nope.gz"))
     with pytest.raises(DataError, match="no enwik8"):
         enwik8.enwik8_path(str(tmp_path))
+
+
+def test_training_accepts_the_byte_vocabulary():
+    assert TrainConfig.from_dict({"dataset": "enwik8", "vocab_size": 257}).vocab_size == 257
+    with pytest.raises(ValueError, match="vocab_size"):
+        TrainConfig.from_dict({"vocab_size": 256})  # no room for EOT

@@ -62,8 +62,8 @@ class TrainConfig:
                 "(relative to the current directory)"})
     data_path: str | None = field(default=None, metadata={
         "help": "local corpus file/dir (default: the corpus's package, $SPARSEDEPTH_DATA_DIR or the hub)"})
-    vocab_size: int = field(default=4096, metadata={"minimum": 258, "maximum": 65535,
-                                                    "help": "BPE vocabulary size (the model's vocabulary)"})
+    vocab_size: int = field(default=4096, metadata={"minimum": 257, "maximum": 65535,
+        "help": "BPE vocabulary size (the model's vocabulary; 257 = the 256 bytes + EOT, byte-level)"})
     router: str = field(default="dense", metadata={"help": "router name (see sparsedepth.ROUTERS)"})
     capacity: float = field(default=1.0, metadata={"exclusiveMinimum": 0, "maximum": 1,
                                                    "help": "target fraction of tokens a routed block runs"})
