@@ -102,7 +102,8 @@ def test_unknown_dataset_lists_known_names():
         load_corpus("nope")
     for name in data.CORPORA:
         assert name in str(err.value)
-    assert set(data.CORPORA) == {"shakespeare", "wikipedia", "tinyshakespeare", "tinystories", "wikitext2"}
+    assert set(data.CORPORA) == {"shakespeare", "wikipedia", "tinyshakespeare", "tinystories", "wikitext2",
+                                 "enwik8"}
 
 
 def test_missing_tinyshakespeare_names_path(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -37,6 +37,8 @@ LICENCES = {
     "tinyshakespeare": "Public domain (Shakespeare); Tiny Shakespeare corpus from karpathy/char-rnn",
     "tinystories": "CDLA-Sharing-1.0; TinyStories, Eldan & Li 2023 (roneneldan/TinyStories)",
     "wikitext2": "CC BY-SA (Wikipedia); WikiText-2, Merity et al. 2016 (Salesforce/wikitext)",
+    "enwik8": "CC BY-SA 3.0, Wikipedia contributors (English Wikipedia, 2006-03-03 dump); enwik8 of "
+              "Mahoney's Large Text Compression Benchmark, from the x-transformers 2.16.1 sdist",
 }
 
 

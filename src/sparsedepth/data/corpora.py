@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .base import SPLITS, DataError, datasets
+from .enwik8 import enwik8_source, load_enwik8
 from .hub import load_tinystories, load_wikitext2, tinystories_source, wikitext2_source
 from .local import (
     load_shakespeare,
@@ -23,6 +24,7 @@ CORPORA: dict[str, Callable[..., datasets.DatasetDict]] = {
     "tinyshakespeare": load_tinyshakespeare,
     "tinystories": load_tinystories,
     "wikitext2": load_wikitext2,
+    "enwik8": load_enwik8,
 }
 SOURCES: dict[str, Callable[..., Source]] = {
     "shakespeare": shakespeare_source,
@@ -30,6 +32,7 @@ SOURCES: dict[str, Callable[..., Source]] = {
     "tinyshakespeare": tinyshakespeare_source,
     "tinystories": tinystories_source,
     "wikitext2": wikitext2_source,
+    "enwik8": enwik8_source,
 }
 
 

@@ -1,5 +1,9 @@
 """Prepared data: byte-level BPE trained on the train split only, every split encoded as uint16 token files,
-written atomically and reused only for the corpus source it was prepared from (see `source`)."""
+written atomically and reused only for the corpus source it was prepared from (see `source`).
+
+At ``vocab_size`` 257 (the 256 bytes + EOT: byte-level modelling, where bits per byte is the literature's
+bits per character) BPE has nothing to learn, so the tokenizer is built without reading the text and bytes
+are mapped to ids with a lookup table: the same ids, without pushing 100 MB through `tokenizers`."""
 
 from __future__ import annotations
 
@@ -20,15 +24,20 @@ from .source import SOURCE_FILE, check_source, manifest, read_manifest, write_ma
 
 FORMAT_VERSION = 1  # bump when cleaning/splitting changes so cached token files are rebuilt
 TOKEN_FILES: tuple[str, ...] = ("tokenizer.json", "meta.json", *(f"{s}.npy" for s in SPLITS))
+BYTE_VOCAB = 257  # EOT + one token per byte, no merges
+
+
+def _byte_level(tokenizer: Tokenizer) -> Tokenizer:
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    return tokenizer
 
 
 def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     """Byte-level BPE (GPT-2 style, lossless on any UTF-8) with ``<|endoftext|>`` as id 0."""
     if not 257 <= vocab_size <= 65536:  # 256 bytes + EOT at least; ids must fit uint16
         raise ValueError(f"vocab_size must be in [257, 65536], got {vocab_size}")
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer = _byte_level(Tokenizer(models.BPE()))
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=[EOT],
@@ -37,6 +46,39 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int) -> Tokenizer:
     )
     tokenizer.train_from_iterator(texts, trainer)
     return tokenizer
+
+
+def byte_tokenizer() -> Tokenizer:
+    """What `train_tokenizer` learns at vocab 257, built without text: EOT is id 0, then the 256 byte
+    characters in code-point order, no merges."""
+    alphabet = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {EOT: 0, **{ch: i + 1 for i, ch in enumerate(alphabet)}}
+    tokenizer = _byte_level(Tokenizer(models.BPE(vocab=vocab, merges=[])))
+    tokenizer.add_special_tokens([EOT])
+    return tokenizer
+
+
+def byte_lookup(tokenizer: Tokenizer) -> np.ndarray:
+    """uint16 id of each byte value in a merge-free byte-level tokenizer (read from its vocabulary)."""
+    from ..units import byte_alphabet  # lazy: units imports pandas, which data otherwise never needs
+
+    vocab = tokenizer.get_vocab()
+    lookup = np.array([vocab[ch] for ch, _ in sorted(byte_alphabet().items(), key=lambda kv: kv[1])])
+    return lookup.astype(np.uint16)
+
+
+def encode_bytes(lookup: np.ndarray, batches: Iterable[list[str]], eot_id: int) -> np.ndarray:
+    """`encode_documents` for a merge-free tokenizer: each UTF-8 byte through `lookup`, documents joined
+    with EOT. (A document that spells out ``<|endoftext|>`` keeps its bytes here, where `tokenizers` would
+    match it as the special token.)"""
+    eot = np.array([eot_id], dtype=np.uint16)
+    parts: list[np.ndarray] = []
+    for texts in batches:
+        for text in texts:
+            if parts:
+                parts.append(eot)
+            parts.append(lookup[np.frombuffer(text.encode("utf-8"), dtype=np.uint8)])
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.uint16)
 
 
 def _iter_text(ds: datasets.Dataset, batch_size: int = 1024) -> Iterator[list[str]]:
@@ -109,12 +151,19 @@ def prepare(name: str, out_dir: str | Path, vocab_size: int = 4096, local_path: 
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     tmp.chmod(0o755)  # mkdtemp makes it private; the final directory should look like any other
     try:
-        tokenizer = train_tokenizer((t for batch in _iter_text(corpus["train"]) for t in batch), vocab_size)
+        if vocab_size == BYTE_VOCAB:
+            tokenizer = byte_tokenizer()
+        else:
+            texts = (t for batch in _iter_text(corpus["train"]) for t in batch)
+            tokenizer = train_tokenizer(texts, vocab_size)
         tokenizer.save(str(tmp / "tokenizer.json"))
         eot_id = tokenizer.token_to_id(EOT)
         n_tokens: dict[str, int] = {}
         for split in SPLITS:
-            tokens = encode_documents(tokenizer, _iter_text(corpus[split]), eot_id)
+            if vocab_size == BYTE_VOCAB:
+                tokens = encode_bytes(byte_lookup(tokenizer), _iter_text(corpus[split]), eot_id)
+            else:
+                tokens = encode_documents(tokenizer, _iter_text(corpus[split]), eot_id)
             np.save(tmp / f"{split}.npy", tokens)
             n_tokens[split] = int(tokens.size)
         train_info = corpus["train"].info
