@@ -110,6 +110,10 @@ def _tokens_per_param(runs: pd.DataFrame) -> pd.Series:
     return tokens.groupby([runs["arm"], runs["model"]]).mean()
 
 
+def _no_number(_) -> float:
+    return np.nan
+
+
 def _budget_rows(runs, units, sweep, dataset, budget, models, arms, split, kind, level, n_resamples, seed):
     where = f"{dataset}/{budget}"
     nats, b, log_n, seeds = _budget_arrays(units, runs, models, arms, kind, where)
@@ -132,7 +136,7 @@ def _budget_rows(runs, units, sweep, dataset, budget, models, arms, split, kind,
         ok = bool(out["bracketed"][a])
         reason = isoflop.bracket_reason(log_n[a], out["profile"][a])
         best = int(np.argmin(out["profile"][a]))
-        keep = (lambda v: v) if ok else (lambda v: np.nan)  # noqa: E731 - no number for an extrapolation
+        keep = float if ok else _no_number  # an unbracketed optimum is an extrapolation: no number
         row = {**common, "arm": arm, "reference": arms[0], "n_sizes": n_sizes, "n_seeds": len(seeds),
                "n_units": nats.shape[-1], "bracketed": ok,
                "bracket_reason": reason, "_ref_bpb": est[0] if out["bracketed"][0] else np.nan,
@@ -145,7 +149,7 @@ def _budget_rows(runs, units, sweep, dataset, budget, models, arms, split, kind,
         if a:
             j, r = 2 * n_arms + a - 1, 3 * n_arms + a - 2
             both = ok and bool(out["bracketed"][0])
-            keep = (lambda v: v) if both else (lambda v: np.nan)  # noqa: E731
+            keep = float if both else _no_number
             row.update({"effect": keep(est[j]), "ci_low": keep(lo[j]), "ci_high": keep(hi[j]),
                         "se": keep(out["se"][j]), "df": keep(out["df"][j]), "p": keep(out["p"][j]),
                         "rel_effect": keep(est[j] / est[0]), "n_star_ratio": keep(10 ** est[r]),
@@ -268,9 +272,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     out = write_csv(frontier, args.out)
     print(f"wrote {args.profiles_out} and {out}")
     for row in frontier[frontier["family"] == "primary"].itertuples():
-        print(f"  {row.dataset}/{row.budget} {row.arm} - {row.reference}: {row.effect:+.4f} bpb "
-              f"[{row.ci_low:+.4f}, {row.ci_high:+.4f}] p_holm={row.p_adj:.3g} "
-              f"N* ratio {row.n_star_ratio:.2f} -> {row.verdict}")
+        numbers = (f"{row.effect:+.4f} bpb [{row.ci_low:+.4f}, {row.ci_high:+.4f}] p_holm={row.p_adj:.3g} "
+                   f"N* ratio {row.n_star_ratio:.2f} -> " if row.verdict != NOT_BRACKETED else "")
+        print(f"  {row.dataset}/{row.budget} {row.arm} - {row.reference}: {numbers}{row.verdict}")
     return 0
 
 
