@@ -4,7 +4,8 @@
         --bench results/bench/bench.csv --baseline dense --out results/figures/NAME.pdf
 
 NAME is one of `FIGURES`. Per-token figures (layers_hist, routing_map, attention) load the run directories
-the given runs table lists (`study.probes`); the others plot the tables (`study.plots`).
+the given runs table lists (`study.probes`); the others plot the tables (`study.plots`; `isoflop` and
+`frontier`: `study.frontier_plots`, from study.frontier's CSVs).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import seaborn as sns
 from matplotlib.figure import Figure
 
 from . import plots, probes
-from .results import ResultsError, add_result_args, load
+from .results import ResultsError, add_result_args, load, read_csv
 
 EXIT_USER_ERROR = 2
 EXIT_RUNTIME_ERROR = 1
@@ -75,6 +76,18 @@ def _learning_curve(args) -> Figure:
     return figure_learning_curve(load(args.curves, "curves"), args.baseline)
 
 
+def _isoflop(args) -> Figure:
+    from .frontier_plots import figure_isoflop
+
+    return figure_isoflop(read_csv(args.profiles), read_csv(args.frontier), args.baseline, args.dataset)
+
+
+def _frontier(args) -> Figure:
+    from .frontier_plots import figure_frontier
+
+    return figure_frontier(read_csv(args.frontier), args.baseline)
+
+
 FIGURES: dict[str, Callable[[argparse.Namespace], Figure]] = {
     "pareto": lambda a: plots.figure_pareto(load(a.runs, "runs"), a.baseline),
     "train_flops": lambda a: plots.figure_train_flops(load(a.runs, "runs"), a.baseline),
@@ -83,6 +96,8 @@ FIGURES: dict[str, Callable[[argparse.Namespace], Figure]] = {
     "speed": lambda a: plots.figure_speed(load(a.bench, "bench")),
     "attention": _attention,
     "learning_curve": _learning_curve,
+    "isoflop": _isoflop,
+    "frontier": _frontier,
 }
 
 
@@ -91,11 +106,14 @@ def parser() -> argparse.ArgumentParser:
                                 description=__doc__.split("\n\n")[0])
     p.add_argument("name", choices=sorted(FIGURES))
     add_result_args(p, {"runs": "tidy runs table; per-token figures load its runs",
-                        "bench": "benchmark table", "curves": "learning curves (study.aggregate --curves)"},
+                        "bench": "benchmark table", "curves": "learning curves (study.aggregate --curves)",
+                        "profiles": "isoFLOP profiles (study.frontier --profiles-out)",
+                        "frontier": "isoFLOP frontier (study.frontier --out)"},
                     "the arm listed first, with the first colour")
     p.add_argument("--out", required=True, help="output PDF; a PNG is written next to it")
     p.add_argument("--model", help="model of the run cell (default: the cell with most variants)")
-    p.add_argument("--dataset", help="dataset of the run cell (default: the cell with most variants)")
+    p.add_argument("--dataset", help="dataset of the run cell (default: the cell with most variants); "
+                   "isoflop: the dataset drawn (default: the one with most budgets)")
     p.add_argument("--variants", default="probe,mod", help="routing_map: comma-separated variants")
     p.add_argument("--variant", help="attention: variant (default: mod, else probe, else threshold)")
     p.add_argument("--mode", default="causal", help="attention: inference mode (causal|topk)")

@@ -4,9 +4,9 @@
         --bench results/bench/bench.csv --baseline dense --out results/tables/NAME.tex
 
 NAME is `main` (one row per model × dataset × arm), `bench` (batch × sequence length per router, the origin
-project's table), `speculative` (self-speculative decoding, `study.speculative`), `hypotheses`, `equal_steps`
-or `numbers` (the paper's macros, `study.numbers`). Each
-table is a numeric DataFrame first (`main_table`, `bench_table`) and LaTeX second (`study.latex`), so the
+project's table), `speculative` (self-speculative decoding, `study.speculative`), `hypotheses`, `equal_steps`,
+`frontier` (the isoFLOP frontier, `study.frontier_report`) or `numbers` (the paper's macros, `study.numbers`).
+Each table is a numeric DataFrame first (`main_table`, `bench_table`) and LaTeX second (`study.latex`), so the
 notebook can show the same numbers. A command reads only the files it is given (the rule's inputs), and a
 named file that is missing or holds a diverged run is an error (`study.results`), never a quiet gap.
 """
@@ -279,9 +279,16 @@ def _equal_steps(a) -> str:
     return format_equal_steps(table, a.baseline)
 
 
+def _frontier(a) -> str:
+    from .frontier_report import format_frontier
+    from .results import read_csv
+
+    return format_frontier(read_csv(a.frontier))
+
+
 TABLES: dict[str, Callable[[argparse.Namespace], str]] = {
     "main": _main, "bench": _bench, "numbers": _numbers, "hypotheses": _hypotheses,
-    "equal_steps": _equal_steps, "speculative": _speculative,
+    "equal_steps": _equal_steps, "speculative": _speculative, "frontier": _frontier,
 }
 
 
@@ -291,7 +298,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("name", choices=sorted(TABLES))
     add_result_args(p, {"runs": "tidy runs table", "stats": "hypotheses table", "bench": "benchmark table",
                         "curves": "learning curves (equal_steps, numbers)",
-                        "speculative": "speculative-decoding benchmark (speculative, numbers)"},
+                        "speculative": "speculative-decoding benchmark (speculative, numbers)",
+                        "frontier": "isoFLOP frontier (frontier; study.frontier --out)"},
                     "the arm every other arm is compared with")
     p.add_argument("--out", required=True, help="output .tex file")
     p.add_argument("--kind", default="prefill", help="bench/numbers: kind of measurement (train_step|prefill|"
