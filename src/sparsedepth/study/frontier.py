@@ -200,9 +200,11 @@ def frontier_tables(runs: pd.DataFrame, units: pd.DataFrame, sweep: dict[str, di
     absent = [a for a in wanted if a not in set(runs["arm"])]
     if absent:
         raise FrontierError(f"arm(s) {', '.join(absent)} not in the runs table (causal rows)")
-    unknown = sorted(set(runs["model"]) - set(sweep))
-    if unknown:
+    budgets = {entry["budget"] for entry in sweep.values()}
+    unknown = sorted(m for m in set(runs["model"]) - set(sweep) if m.split("-")[0] in budgets)
+    if unknown:  # named like a sweep model ({budget}-{size}) but absent: a mis-wired sweep
         raise FrontierError(f"--sweep has no entry for model(s) {', '.join(unknown)}")
+    runs = runs[runs["model"].isin(sweep)]  # a study's own models (not swept) are no part of a profile
     if not np.isfinite(runs["n_params"].to_numpy(float)).all() or (runs["n_params"] <= 0).any():
         raise FrontierError("runs table: n_params is not a positive finite number in every row")
     if dataset not in set(runs["dataset"]):
