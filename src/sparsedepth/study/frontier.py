@@ -210,7 +210,6 @@ def frontier_tables(runs: pd.DataFrame, units: pd.DataFrame, sweep: dict[str, di
     if dataset not in set(runs["dataset"]):
         raise FrontierError(f"--dataset {dataset} has no runs")
     units = units[(units["split"] == split) & units["arm"].isin(wanted)]
-    kind = unit_kind(units, split, unit)
     profile_rows, rows = [], []
     for i, ((ds, budget), group) in enumerate(
             runs.assign(budget=runs["model"].map(lambda m: sweep[m]["budget"]))
@@ -221,6 +220,7 @@ def frontier_tables(runs: pd.DataFrame, units: pd.DataFrame, sweep: dict[str, di
         if len(flops) > 1:
             raise FrontierError(f"--sweep: budget {budget} has several budget_flops {sorted(flops)}")
         here = units[(units["dataset"] == ds) & units["model"].isin(models)]
+        kind = unit_kind(units[units["dataset"] == ds], split, unit)  # per dataset: a few plays → segments
         p, r = _budget_rows(group, here, sweep, ds, budget, models, wanted, split, kind, 1 - alpha,
                             n_resamples, seed + i)
         family = "primary" if ds == dataset else "exploratory"

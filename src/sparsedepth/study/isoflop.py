@@ -14,11 +14,13 @@ every arm and size of the budget and refits every parabola, so the variance of f
 the pairing. As in `study.hierarchical`, the variance has a seed term (all S^S seed resamples, enumerated
 when S ≤ 5, text fixed, times S/(S−1)) and a text term (documents resampled, seeds fixed, times U'/(U'−1),
 U' the Kish effective number); CI = estimate ± t_ν·se and p two-sided on ν Welch–Satterthwaite df with the
-seed variance at its 75 % upper bound (`hierarchical._t_inference`). The text term also holds the
-seed×document noise already in the seed term, so the se errs on the conservative side (by a few per cent
-when seeds dominate; tests/study/test_frontier.py checks coverage and the false-positive rate). Inside a
-resample the statistic is the fitted minimum over the swept range (the vertex when it is inside), which is
-continuous where the vertex leaves the range; the share of joint resamples that stay bracketed is reported.
+seed variance at its 75 % upper bound (`hierarchical._t_inference`). Document resampling alone also
+varies the seed-specific document noise, which the seed term already holds; the text term keeps only the
+share that is common to the seeds (the cross-seed covariance of the linearised per-seed statistics, as
+`hierarchical` does for a mean). tests/study/test_isoflop.py checks coverage, the false-positive rate and
+the power at the MDE by simulation. Inside a resample the statistic is the fitted minimum over the swept
+range (the vertex when it is inside), which stays continuous where the vertex leaves the range; the share of
+joint resamples that stay bracketed is reported.
 """
 
 from __future__ import annotations
@@ -99,9 +101,9 @@ def _seed_counts(rng: np.random.Generator, n_seeds: int, n_resamples: int) -> tu
     return hb._counts(rng, n_resamples, n_seeds), False
 
 
-def profiles(nats, unit_bytes, seed_counts=None, unit_counts=None) -> np.ndarray:
-    """Seed-mean bpb profiles [..., B, A, K] of nats [..., A, K, S, U]: each seed's Σ nats / (ln 2 Σ bytes)
-    over the (resampled) units, averaged over the (resampled) seeds. B = 1 when nothing is resampled."""
+def per_seed_profiles(nats, unit_bytes, unit_counts=None) -> np.ndarray:
+    """Each seed's Σ nats / (ln 2 Σ bytes) over the (resampled) units: [..., A, K, S, B] of nats
+    [..., A, K, S, U] and unit multiplicities [..., B, U]; B = 1 when the units are not resampled."""
     nats, b = np.asarray(nats, float), np.asarray(unit_bytes, float)
     *lead, n_arms, n_sizes, n_seeds, n_units = nats.shape
     flat = nats.reshape(*lead, n_arms * n_sizes * n_seeds, n_units)
@@ -109,10 +111,53 @@ def profiles(nats, unit_bytes, seed_counts=None, unit_counts=None) -> np.ndarray
         per_seed = flat.sum(-1, keepdims=True) / (LN2 * b.sum())
     else:
         per_seed = (flat @ np.swapaxes(unit_counts, -1, -2)) / (LN2 * (unit_counts @ b))[..., None, :]
-    per_seed = per_seed.reshape(*lead, n_arms, n_sizes, n_seeds, -1)
+    return per_seed.reshape(*lead, n_arms, n_sizes, n_seeds, -1)
+
+
+def profiles(nats, unit_bytes, seed_counts=None, unit_counts=None, per_seed=None) -> np.ndarray:
+    """Seed-mean bpb profiles [..., B, A, K] of nats [..., A, K, S, U]: each seed's ratio of sums over the
+    (resampled) units, averaged over the (resampled) seeds. B = 1 when nothing is resampled."""
+    if per_seed is None:
+        per_seed = per_seed_profiles(nats, unit_bytes, unit_counts)
+    n_seeds = per_seed.shape[-2]
     # seed weights [S, B] broadcast over the units' 1 or B resamples
     y = per_seed.mean(-2) if seed_counts is None else (per_seed * seed_counts.T).sum(-2) / n_seeds
     return np.moveaxis(y, -1, -3)
+
+
+def _gradients(x, coef) -> np.ndarray:
+    """d statistic / d profile [..., J, A, K] at the fit (the delta method): the fitted minimum is
+    (1, x*, x*²)·P·y (P: the least-squares map; x* moving does not change it to first order), and an interior
+    vertex −b/2c moves by (0, −1/2c, −x*/c)·P·dy; a clamped one does not move."""
+    x, coef = np.asarray(x, float), np.asarray(coef, float)
+    pinv = np.linalg.pinv(np.stack([np.ones_like(x), x, x * x], -1))  # [A, 3, K]
+    _, xm, interior = fitted_minimum(coef, x.min(-1), x.max(-1))
+    grad_f = np.einsum("...ai,aik->...ak", np.stack([np.ones_like(xm), xm, xm * xm], -1), pinv)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = coef[..., 2]
+        dx = np.stack([np.zeros_like(c), -0.5 / c, -xm / c], -1)
+    dx = np.where(interior[..., None], dx, 0.0)
+    grad_x = np.einsum("...ai,aik->...ak", dx, pinv)
+    eye = np.eye(x.shape[0])[:, :, None]  # statistic a depends on arm a only
+    g_f, g_x = eye * grad_f[..., None, :, :], eye * grad_x[..., None, :, :]
+    return np.concatenate([g_f, g_x, g_f[..., 1:, :, :] - g_f[..., :1, :, :],
+                           g_x[..., 1:, :, :] - g_x[..., :1, :, :]], -3)
+
+
+def _text_share(gradients, per_seed) -> np.ndarray:
+    """Share of the unit-resampling variance that is text common to every seed [..., J]: the mean cross-seed
+    covariance of the linearised per-seed statistics over their variance of the mean (as in
+    `hierarchical`), which keeps seed-specific document noise, already in the seed term, out of the text."""
+    n_seeds = per_seed.shape[-2]
+    if n_seeds < 2:
+        return np.full(gradients.shape[:-2], np.nan)
+    lin = np.einsum("...jak,...aksb->...bjs", gradients, per_seed)
+    lin = lin - lin.mean(-3, keepdims=True)
+    cov = np.einsum("...bjs,...bjt->...jst", lin, lin) / (lin.shape[-3] - 1)
+    total = cov.sum((-1, -2))
+    cross = (total - np.trace(cov, axis1=-2, axis2=-1)) / (n_seeds * (n_seeds - 1))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(total > 0, np.clip(cross / (total / n_seeds**2), 0.0, 1.0), 1.0)
 
 
 def _statistics(x, y) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -149,13 +194,15 @@ def estimate(nats, unit_bytes, log_n, level: float = 0.95, n_resamples: int = N_
     k, exact = _seed_counts(rng, n_seeds, n_resamples)
     seed_stats = _statistics(x, profiles(nats, b, seed_counts=k))[0]
     n = hb._counts(rng, math.prod(lead) * n_resamples, n_units).reshape(*lead, n_resamples, n_units)
-    unit_stats = _statistics(x, profiles(nats, b, unit_counts=n))[0]
-    joint_ok = _statistics(x, profiles(nats, b, hb._counts(rng, n_resamples, n_seeds), n))[1]
+    resampled = per_seed_profiles(nats, b, n)
+    unit_stats = _statistics(x, profiles(nats, b, per_seed=resampled))[0]
+    share = _text_share(_gradients(x, coef), resampled)
+    joint_ok = _statistics(x, profiles(nats, b, hb._counts(rng, n_resamples, n_seeds), per_seed=resampled))[1]
     u_eff = float(hb._kish(b))
     with np.errstate(invalid="ignore", divide="ignore"):
         v_seed = seed_stats.var(-2, ddof=0 if exact else 1) * n_seeds / (n_seeds - 1) if n_seeds > 1 else (
             np.full(point.shape, np.nan))
-        v_unit = unit_stats.var(-2, ddof=1) * (u_eff / (u_eff - 1) if u_eff > 1 else np.nan)
+        v_unit = unit_stats.var(-2, ddof=1) * share * (u_eff / (u_eff - 1) if u_eff > 1 else np.nan)
     out = hb._t_inference(point, v_seed, v_unit, n_seeds, u_eff, level)
     return {"estimate": point, **out, "bracketed": ok, "share_bracketed": joint_ok.mean(-2), "coef": coef,
             "profile": y0, "n_seeds": n_seeds, "u_eff": u_eff}
