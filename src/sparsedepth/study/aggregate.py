@@ -36,7 +36,7 @@ EXIT_USER_ERROR = 2
 RUNS_COLUMNS = [
     "model", "variant", "arm", "router", "dataset", "seed", "capacity", "mode", "n_layers", "d_model",
     "n_params", "steps", "batch_size", "seq_len", "train_tokens", "tokens_per_param", "epochs", "val_loss",
-    "val_ppl", "val_bpb", "test_loss", "test_ppl",
+    "val_ppl", "val_bpb", "test_loss", "test_ppl", "test_tokens", "test_split_tokens",
     "test_bpb", "layers_per_token", "flops_per_token", "dense_flops_per_token", "counted_flops_per_token",
     "train_flops", "planned_train_flops", "train_tokens_per_s", "causality_violation", "batch_leak",
     "run_dir",
@@ -130,6 +130,7 @@ def run_rows(run_dir: str | Path) -> list[dict]:
                 else None,
                 "val_loss": val["loss"], "val_ppl": val["ppl"],
                 "val_bpb": val.get("bpb"), "test_loss": test["loss"], "test_ppl": test["ppl"],
+                "test_tokens": test.get("n_tokens"), "test_split_tokens": test.get("split_tokens"),
                 "test_bpb": test.get("bpb"),
                 "layers_per_token": val["layers_per_token"], "flops_per_token": val["flops_per_token"],
                 "dense_flops_per_token": val["dense_flops_per_token"],

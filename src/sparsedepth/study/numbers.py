@@ -296,14 +296,21 @@ def numbers(runs: pd.DataFrame, stats: pd.DataFrame, bench: pd.DataFrame, *, bas
 
 def paper_numbers(runs: pd.DataFrame, stats: pd.DataFrame, bench: pd.DataFrame, curves: pd.DataFrame, *,
                   baseline: str, study: str | None, kind: str = "prefill", router: str | None = None,
-                  speculative: pd.DataFrame | None = None) -> dict[str, str]:
-    """`numbers` plus what only the paper prints: the baseline's last loss drop, the commit, the grid and
-    the speculative-decoding benchmark (`Cpu`/`Gpu` + `study.speculative.SPEC_MACROS`)."""
+                  speculative: pd.DataFrame | None = None,
+                  frontier: pd.DataFrame | None = None) -> dict[str, str]:
+    """`numbers` plus what only the paper prints: the baseline's last loss drop, the commit, the grid, the
+    speculative-decoding benchmark (`Cpu`/`Gpu` + `study.speculative.SPEC_MACROS`) and the isoFLOP
+    frontier with its sweep (`study.frontier_report`, `study.sweep_report`)."""
     from .curves import last_drop
+    from .frontier_report import frontier_numbers
     from .speculative import speculative_numbers
+    from .sweep_report import sweep_numbers
 
+    frontier = pd.DataFrame() if frontier is None else frontier
     values = numbers(runs, stats, bench, baseline=baseline, kind=kind, router=router)
     values.update(speculative_numbers(pd.DataFrame() if speculative is None else speculative))
+    values.update(frontier_numbers(frontier))
+    values.update(sweep_numbers(runs, frontier))
     drop = last_drop(curves, baseline) if not curves.empty else math.nan
     values["DenseLastDrop"] = f"{100 * drop:.1f}\\,\\%" if math.isfinite(drop) else NA
     values["BaselineArm"] = escape_latex(baseline)

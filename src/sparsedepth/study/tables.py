@@ -252,10 +252,12 @@ def _bench(a) -> str:
 
 def _numbers(a) -> str:
     from .numbers import format_numbers, paper_numbers
+    from .results import read_csv
 
     values = paper_numbers(load(a.runs, "runs"), load(a.stats, "stats"), load(a.bench, "bench"),
                            load(a.curves, "curves"), baseline=a.baseline, study=a.study, kind=a.kind,
-                           router=a.router, speculative=load(a.speculative, "speculative"))
+                           router=a.router, speculative=load(a.speculative, "speculative"),
+                           frontier=read_csv(a.frontier))  # NaN there means "not bracketed"
     return format_numbers(values)
 
 
