@@ -123,7 +123,7 @@ def test_prepare_then_auto_resume_of_a_killed_job(tmp_path):
         json.loads((full / "summary.json").read_text())["val_loss"]
 
     changed = {**fields, "lr": 1e-3}
-    train(TrainConfig.from_dict(fields), out, stop_after=3, progress=False)
+    train(TrainConfig.from_dict(fields), out, stop_after=3, progress=False, overwrite=True)
     result = run("train", "--out", str(out), "--config", json.dumps(changed), "--auto-resume", "--quiet")
     assert result.returncode == 0, result.stderr
     fresh = tmp_path / "fresh"

@@ -188,7 +188,9 @@ def test_a_failed_export_leaves_nothing_and_a_new_one_replaces_the_old(exported,
     run, _ = exported
     out = tmp_path / "exp"
     export_run(run, out)
-    (out / "stale.txt").write_text("from an older export")
+    (out / "stale.txt").write_text("from an older export")  # one that wrote a file the new one does not
+    marker = json.loads((out / hf_export.MARKER).read_text())
+    (out / hf_export.MARKER).write_text(json.dumps({"files": [*marker["files"], "stale.txt"]}))
 
     def disk_full(*args):
         raise OSError(28, "No space left on device")

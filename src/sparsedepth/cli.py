@@ -1,7 +1,9 @@
 """Command line: `python -m sparsedepth train|evaluate ...` (flags generated from the config dataclasses).
 
 Precedence: dataclass defaults < --config file (JSON/YAML) < explicit flags. Any known failure (bad
-config, missing data, corrupt checkpoint, diverged loss) prints one line and exits non-zero.
+config, missing data, corrupt checkpoint, diverged loss) prints one line and exits non-zero; so does a
+flag out of its range (at parse time, exit 2) and Ctrl-C (exit 130). A command that fails leaves no
+directory it created behind.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import math
 import shutil
 import sys
 import types
@@ -18,9 +21,11 @@ from pathlib import Path
 
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_file
+from .rundir import RunLocked
 
 EXIT_USER_ERROR = 2
 EXIT_RUNTIME_ERROR = 1
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what a shell reports for a command stopped by Ctrl-C
 
 
 class Parser(argparse.ArgumentParser):
@@ -28,6 +33,22 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> typing.NoReturn:
         self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {' '.join(message.split())} (see --help)\n")
+
+
+def ranged(kind: type, low: float, high: float | None = None, above: bool = False) -> Callable[[str], object]:
+    """An argparse type: a `kind` of at least `low` (`above`: more than `low`) and at most `high`; anything
+    else (NaN included) is a usage error naming the flag and the range."""
+    bounds = " and ".join([f"{'>' if above else '>='} {low}", *([f"<= {high}"] if high is not None else [])])
+
+    def parse(text: str):
+        value = kind(text)  # a ValueError: argparse's "invalid int value"
+        if not (value > low if above else value >= low) or (high is not None and value > high) \
+                or not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text} is out of range (must be {bounds})")
+        return value
+
+    parse.__name__ = kind.__name__  # what argparse names in "invalid int value"
+    return parse
 
 
 def _flag_type(annotation) -> Callable[[str], object]:
@@ -125,16 +146,32 @@ def cmd_train(args: argparse.Namespace) -> int:
     if cfg.nproc > 1 and not launched():
         return launch(args.argv, cfg.nproc)
     out = Path(args.out)
-    created = not out.exists() and rank_zero()
+    created = _first_missing(out) if rank_zero() else None
     try:
-        summary = train(cfg, out, resume=args.resume, auto_resume=args.auto_resume, progress=not args.quiet)
-    except (ConfigError, DataError, ValueError):
-        if created:  # bad input leaves no partial run directory behind
-            shutil.rmtree(out, ignore_errors=True)
+        summary = train(cfg, out, resume=args.resume, auto_resume=args.auto_resume, overwrite=args.overwrite,
+                        progress=not args.quiet)
+    except RunLocked:  # another trainer may have made it meanwhile: it is theirs
+        raise
+    except (ConfigError, DataError, ValueError, CheckpointError, KeyboardInterrupt) as e:
+        # bad input leaves no partial run directory behind; any other failure only one that holds no run
+        # to resume yet (config.json is written once everything is validated)
+        bad_input = isinstance(e, ConfigError | DataError | ValueError)
+        if created and (bad_input or not (out / "config.json").exists()):
+            shutil.rmtree(created, ignore_errors=True)
         raise
     if rank_zero():
         print(json.dumps(summary, indent=1))
     return 0
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The outermost directory that making `path` creates (None: it exists)."""
+    missing = None
+    for d in (path, *path.parents):
+        if d.exists():
+            return missing
+        missing = d
+    return missing
 
 
 def cmd_prepare(args: argparse.Namespace) -> None:
@@ -196,7 +233,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="JSON/YAML file (or inline JSON) of TrainConfig fields")
     p.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint exactly")
     p.add_argument("--auto-resume", action="store_true",
-                   help="resume when OUT holds a checkpoint of the same config, else start afresh")
+                   help="resume when OUT holds a checkpoint of the same config, else start afresh; a "
+                   "finished run of the same config is left as it is")
+    p.add_argument("--overwrite", action="store_true",
+                   help="train afresh even if OUT holds a finished run (replaced; otherwise refused)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     add_dataclass_flags(p, TrainConfig)
     p.set_defaults(func=cmd_train)
@@ -213,11 +253,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("evaluate", help="val/test loss, perplexity, layers/token, FLOPs/token of a run")
     p.add_argument("--run", required=True, help="finished run directory")
     p.add_argument("--out", help="write the results as JSON here")
-    p.add_argument("--max-batches", type=int, default=None,
+    p.add_argument("--max-batches", type=ranged(int, 1), default=None,
                    help="cap the number of eval batches per split (default: the whole split)")
     p.add_argument("--units", default=None, help="write the per-(document, segment) table as CSV here "
                    "(columns mode,split,doc,segment,nats,tokens,bytes)")
-    p.add_argument("--segment-tokens", type=int, default=2048,
+    p.add_argument("--segment-tokens", type=ranged(int, 1), default=2048,
                    help="targets per segment in --units (default: 2048)")
     p.add_argument("--device", default=None,
                    help="cpu, cuda or cuda:N (default: the run's configured device)")
@@ -226,15 +266,17 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sample", help="generate text from a finished run (cached, routed decoding)")
     p.add_argument("--run", required=True, help="finished run directory")
     p.add_argument("--prompt", default="", help="text to continue")
-    p.add_argument("--max-new-tokens", type=int, default=60)
-    p.add_argument("--temperature", type=float, default=0.8, help="0 = greedy")
-    p.add_argument("--top-k", type=int, default=None)
-    p.add_argument("--top-p", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--speculative-exit", type=int, default=None, metavar="E",
+    p.add_argument("--max-new-tokens", type=ranged(int, 1), default=60)
+    p.add_argument("--temperature", type=ranged(float, 0), default=0.8, help="0 = greedy")
+    p.add_argument("--top-k", type=ranged(int, 1), default=None, help="sample among the k likeliest tokens")
+    p.add_argument("--top-p", type=ranged(float, 0, 1, above=True), default=None,
+                   help="sample among the likeliest tokens whose probabilities reach p (0 < p <= 1)")
+    p.add_argument("--seed", type=ranged(int, 0), default=0)
+    p.add_argument("--speculative-exit", type=ranged(int, 1), default=None, metavar="E",
                    help="self-speculative greedy decoding (needs --temperature 0): the first E blocks draft, "
                    "the rest verify; same text as plain greedy decoding")
-    p.add_argument("--draft-tokens", type=int, default=4, help="with --speculative-exit: drafts per round")
+    p.add_argument("--draft-tokens", type=ranged(int, 1), default=4,
+                   help="with --speculative-exit: drafts per round")
     p.add_argument("--show-routing", action="store_true", help="mark each token with the blocks it ran")
     p.add_argument("--no-color", action="store_true", help="with --show-routing: subscripts only")
     p.set_defaults(func=cmd_sample)
@@ -250,10 +292,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .train import TrainingDiverged
 
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.argv = argv  # what `train --nproc N` re-runs under torchrun
+    if getattr(args, "overwrite", False) and (args.resume or args.auto_resume):
+        parser.error("--overwrite trains afresh: it cannot be combined with --resume or --auto-resume")
     try:
         status = args.func(args)
+    except KeyboardInterrupt:
+        resume = " (train: rerun with --auto-resume to continue from its last checkpoint)" \
+            if args.command == "train" else ""
+        print(f"sparsedepth: interrupted{resume}", file=sys.stderr)
+        return EXIT_INTERRUPTED
     except (ConfigError, DataError, ValueError) as e:
         print(f"sparsedepth: error: {_one_line(e)}", file=sys.stderr)
         return EXIT_USER_ERROR

@@ -8,6 +8,7 @@ then decoded together, each sample at its own position.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -25,9 +26,21 @@ class Generation:
     prompt_layers: list[list[int]]  # blocks each prompt token ran
 
 
+def check_sampling(temperature: float, top_k: int | None, top_p: float | None) -> None:
+    """Refuse, in one line, settings that would crash mid-generation (top-k 0) or sample nonsense quietly
+    (a negative temperature inverts the distribution; top-p 0 or above 1 keeps nothing or everything)."""
+    if not (math.isfinite(temperature) and temperature >= 0):
+        raise ValueError(f"temperature must be finite and >= 0 (0: greedy), got {temperature}")
+    if top_k is not None and top_k < 1:
+        raise ValueError(f"top_k must be >= 1, got {top_k}")
+    if top_p is not None and not 0 < top_p <= 1:
+        raise ValueError(f"top_p must be in (0, 1], got {top_p}")
+
+
 def sample_next(logits: Tensor, temperature: float = 1.0, top_k: int | None = None,
                 top_p: float | None = None, generator: torch.Generator | None = None) -> Tensor:
     """Next token per row from [B, V] logits; temperature 0 is greedy."""
+    check_sampling(temperature, top_k, top_p)
     if temperature == 0:
         return logits.argmax(dim=-1)
     logits = logits / temperature
@@ -81,6 +94,9 @@ def generate(model: SparseDepthModel, prompts: Sequence[Sequence[int]], max_new_
              eos_id: int | None = None, seed: int | None = None) -> Generation:
     """Sample up to `max_new_tokens` per prompt (stops a sample at `eos_id`)."""
     model.eval()
+    check_sampling(temperature, top_k, top_p)
+    if max_new_tokens < 0:
+        raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
     check_room(model, prompts, max_new_tokens)
     device = next(model.parameters()).device
     generator = None if seed is None else torch.Generator(device=device).manual_seed(seed)

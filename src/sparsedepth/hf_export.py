@@ -6,15 +6,18 @@ config.json names its classes in `auto_map`, and the modeling code is written be
 every package module it imports is copied as a flat sibling (`sparsedepth/routing/mod.py` →
 `sparsedepth_routing_mod.py`) with its relative imports rewritten, each stamped with the package version and
 commit. Also written: safetensors weights, the BPE tokenizer (pad = end-of-text), the generation config and a
-model card (README.md) from the run's own files.
+model card (README.md) from the run's own files, and a marker (`.sparsedepth-export.json`) listing them.
+
+`--out` must be new, empty, or a previous export whose files are all its own (the marker says which):
+that one is replaced whole. A file or any other directory is refused in one line and left untouched.
 
     python -m sparsedepth.hf export --run results/runs/.../seed0 --out exported/
 """
 
 from __future__ import annotations
 
-import argparse
 import ast
+import fnmatch
 import json
 import os
 import shutil
@@ -29,6 +32,7 @@ from transformers import PreTrainedTokenizerFast
 
 from . import __version__
 from .checkpoint import CheckpointError, readable
+from .cli import EXIT_INTERRUPTED, Parser
 from .config import ConfigError
 from .data import DataError, TokenData, eval_batches
 from .hf import SparseDepthConfig, SparseDepthForCausalLM
@@ -41,6 +45,9 @@ PACKAGE = "sparsedepth"
 MODELING = "modeling_sparsedepth"
 CUT = "# --- end of the exported modeling code"
 TOKENIZER_CLASS = "PreTrainedTokenizerFast"
+LEGACY = ("config.json", "generation_config.json", "*.safetensors", "tokenizer*.json",  # what exports
+          "special_tokens_map.json", "README.md", f"{MODELING}.py", f"{PACKAGE}_*.py")  # wrote before MARKER
+MARKER = ".sparsedepth-export.json"  # {"files": [names the export wrote]}: what replacing it may delete
 AUTO_MAP = {"AutoConfig": f"{MODELING}.SparseDepthConfig",
             "AutoModelForCausalLM": f"{MODELING}.SparseDepthForCausalLM"}
 
@@ -175,21 +182,60 @@ def _inside_a_run(out: Path) -> Path | None:
     return None
 
 
+def check_target(out: Path, given: str | Path) -> None:
+    """Refuse, before anything is read or written, an `--out` that is neither new, nor empty, nor a
+    previous export holding only the files it wrote (those are what replacing it deletes)."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise CheckpointError(f"--out {given} is a file: export to a new or empty directory")
+    entries = sorted(p.name for p in out.iterdir())
+    if not entries:
+        return
+    written = _export_files(out, entries)
+    if written is None:
+        raise CheckpointError(f"--out {given} is a directory that is not a sparsedepth export (it holds "
+                              f"{', '.join(entries[:3])}{', …' if len(entries) > 3 else ''}): export to a "
+                              "new or empty directory")
+    foreign = [name for name in entries if name not in written and name != MARKER]
+    if foreign:
+        raise CheckpointError(f"--out {given} is an export that now also holds {', '.join(foreign[:3])}"
+                              f"{', …' if len(foreign) > 3 else ''}: move those away, or export elsewhere")
+
+
+def _export_files(out: Path, entries: list[str]) -> set[str] | None:
+    """The names a previous export in `out` wrote (its marker's list), or None if `out` is not one. An
+    export from before the marker is known by its config's `auto_map` and names an export writes."""
+    try:
+        return set(json.loads((out / MARKER).read_text())["files"])
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
+    try:
+        ours = json.loads((out / "config.json").read_text()).get("auto_map") == AUTO_MAP
+    except (OSError, ValueError, AttributeError):
+        return None
+    return {n for n in entries if any(fnmatch.fnmatch(n, pattern) for pattern in LEGACY)} if ours else None
+
+
 def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     """Write a run as a self-contained HF model directory: config (with `auto_map`), modeling code,
     safetensors weights, tokenizer (with a pad token), generation config and model card.
 
-    The run is locked while it is read; the directory is written beside `out` and renamed into place, so a
-    failure (disk full) leaves no partial export, and an output inside a run directory is refused."""
+    The run is locked while it is read (read-only storage is fine); the directory is written beside `out`
+    and renamed into place, so a failure (disk full) leaves no partial export, and an output inside a run
+    directory, a file or a foreign directory (`check_target`) is refused."""
     out = Path(out_dir).resolve()
     run = _inside_a_run(out)
     if run is not None:
         raise CheckpointError(f"--out {out_dir} is inside the run directory {run}: export elsewhere")
+    check_target(out, out_dir)
+    made = next((d for d in reversed(out.parents) if not d.exists()), None)  # parents that writing makes
     with run_lock(run_dir, "export", shared=True):
         model, data = _load(run_dir)
         tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
         try:
             _write_export(model, data, Path(run_dir), tmp)
+            check_target(out, out_dir)  # still new, empty or our own export (nothing was added meanwhile)
             if out.exists():  # a previous export: replaced whole, never merged with stale files
                 old = out.with_name(f".{out.name}.old-{os.getpid()}")
                 out.rename(old)
@@ -197,8 +243,12 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
                 shutil.rmtree(old)
             else:
                 tmp.rename(out)
-        except OSError as e:
-            raise CheckpointError(f"cannot write the export {out_dir}: {e.strerror or e}") from None
+        except BaseException as e:
+            if made is not None:
+                shutil.rmtree(made, ignore_errors=True)
+            if isinstance(e, OSError):
+                raise CheckpointError(f"cannot write the export {out_dir}: {e.strerror or e}") from None
+            raise
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return Path(out_dir)
@@ -216,11 +266,13 @@ def _write_export(model: SparseDepthForCausalLM, data: TokenData, run_dir: Path,
     code = export_code(out)
     (out / "README.md").write_text(model_card(run_dir, model, _routing_stats(model, data), code,
                                               f"{__version__} (commit {_commit()})"))
+    files = sorted(p.name for p in out.iterdir())
+    (out / MARKER).write_text(json.dumps({"files": files}, indent=1) + "\n")  # last: the export is whole
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m sparsedepth.hf", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser = Parser(prog="python -m sparsedepth.hf", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
     export = sub.add_parser("export", help="save a trained run as a self-contained Hugging Face directory")
     export.add_argument("--run", required=True, help="run directory (holds config.json, model.safetensors)")
     export.add_argument("--out", required=True, help="output directory (weights, code, tokenizer, card)")
@@ -228,8 +280,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         out = export_run(args.run, args.out)
     except (CheckpointError, ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was exported", file=sys.stderr)
+        return EXIT_INTERRUPTED
     print(f"exported {args.run} -> {out} (load with AutoModelForCausalLM.from_pretrained(..., "
           "trust_remote_code=True); no sparsedepth install needed)")
     return 0

@@ -5,9 +5,11 @@ and on success model.safetensors + summary.json. The last step's checkpoint keep
 shares its weights with model.safetensors (a hard link), so a finished run costs its weights once on disk
 and still re-finishes from its checkpoint if its outputs are deleted (Snakemake does before a rerun).
 A run that fails leaves no model.safetensors/summary.json, so a half-finished run can never pass for a
-finished one. A run is a transaction (`rundir`): it holds the
-directory's lock, and validates data, model and checkpoint before it replaces anything already there; a
-non-finite loss, gradient, weight or validation loss at any step fails it. The training FLOPs spent
+finished one, and a finished one is never trained over unless asked (`overwrite`:
+`rundir.finished_summary`). Data paths are recorded absolute, so a run evaluates from any directory. A run
+is a transaction (`rundir`): it holds the directory's lock, and validates data, model and checkpoint
+before it replaces anything already there; a non-finite loss, gradient, weight or validation loss at any
+step fails it. The training FLOPs spent
 (analytic, from each step's actual routing) are counted, checkpointed and logged with every validation
 loss, so learning curves can be compared at matched compute.
 
@@ -17,8 +19,10 @@ run means the same whatever its process count. Precision (`precision`, `compile`
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
+import os
 import shutil
 import subprocess
 import time
@@ -33,21 +37,21 @@ from .atomic import fault_point, write_text
 from .checkpoint import (
     CheckpointError,
     load_checkpoint,
-    read_info,
     recover_checkpoint,
     save_checkpoint,
     save_weights,
     share_weights,
 )
 from .config import ConfigError, ModelConfig, ModelShape, from_dict, to_dict
-from .data import TokenData, eval_batches, prepare, sample_batch
+from .data import DataError, TokenData, eval_batches, prepare, sample_batch
 from .distributed import World, broadcast, mean, process_group, seed_step, shard, total, wrap
 from .flops import train_flops_per_step, train_step_flops
 from .model import SparseDepthModel, build_model
 from .precision import PRECISIONS, allow_tf32, autocast_context, fused_adamw
 from .precision import summary as precision_summary
 from .routing import ROUTERS
-from .rundir import RunDirError, changed_fields, metrics_upto, note, run_lock, saved_config
+from .rundir import DERIVED, RunDirError, finished_summary, metrics_upto, note, run_lock, should_resume
+from .tracking import Tracker
 
 
 class TrainingDiverged(RuntimeError):
@@ -93,6 +97,9 @@ class TrainConfig:
     precision: str = field(default="auto", metadata={"enum": list(PRECISIONS), "help": "bf16 (autocast) or "
                                                      "fp32; auto: bf16 on cuda, fp32 on cpu"})
     compile: bool = field(default=False, metadata={"help": "torch.compile the model"})
+    tensorboard: bool = field(default=False, metadata={
+        "help": "also write metrics.jsonl's records as TensorBoard events in OUT/tensorboard (the "
+                "`tensorboard` extra)"})
 
     def __post_init__(self) -> None:
         if self.router not in ROUTERS:
@@ -181,63 +188,50 @@ def git_sha() -> str:
 
 
 def load_data(cfg: TrainConfig) -> TokenData:
+    if Path(cfg.data_dir).exists() and not Path(cfg.data_dir).is_dir():
+        raise DataError(f"data_dir {cfg.data_dir} is a file: give a directory for the prepared data")
     directory = Path(cfg.data_dir) / f"{cfg.dataset}-v{cfg.vocab_size}"
     return TokenData.load(prepare(cfg.dataset, directory, cfg.vocab_size, cfg.data_path))
 
 
-def _append(path: Path, record: dict) -> None:
+def _append(path: Path, record: dict, tracker: Tracker) -> None:
     with path.open("a") as f:
         f.write(json.dumps(record) + "\n")
+    tracker.log(record)
+
+
+def absolute_paths(cfg: TrainConfig) -> TrainConfig:
+    """`cfg` with data_dir and data_path absolute (of the current directory): what config.json records,
+    so the run can be evaluated and exported from anywhere."""
+    path = cfg.data_path and os.path.abspath(cfg.data_path)
+    return dataclasses.replace(cfg, data_dir=os.path.abspath(cfg.data_dir), data_path=path)
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False, stop_after: int | None = None,
-          progress: bool = True, auto_resume: bool = False) -> dict:
+          progress: bool = True, auto_resume: bool = False, overwrite: bool = False) -> dict:
     """Train one run into `out_dir` under its lock; returns the summary. `resume`: continue its checkpoint
     or fail; `auto_resume`: continue it when it is of this run, else start afresh (saying which, on
-    stderr). `stop_after` ends early after checkpointing (what a killed job leaves behind), so resume can
-    be tested. Under torchrun every process calls this; only rank 0 locks and writes `out_dir`, and only
-    it returns the summary (the others: {})."""
-    out = Path(out_dir)
+    stderr). A finished run is refused (`rundir.finished_summary`) unless `overwrite`, and returned as is
+    to a resume of the same config. `stop_after` ends early after checkpointing (what a killed job leaves
+    behind), so resume can be tested. Under torchrun every process calls this; only rank 0 locks and
+    writes `out_dir`, and only it returns the summary (the others: {})."""
+    out, cfg = Path(out_dir), absolute_paths(cfg)
+    if overwrite and (resume or auto_resume):
+        raise ConfigError("--overwrite trains afresh from step 0: it cannot be combined with --resume or "
+                          "--auto-resume")
     with process_group(cfg.device) as world:
         if world.distributed and (cfg.batch_size % world.size or cfg.nproc not in (1, world.size)):
             raise ConfigError(f"torchrun started {world.size} processes for nproc {cfg.nproc} and batch_size "
                               f"{cfg.batch_size} (the global batch, which they must split evenly)")
         with run_lock(out, "train", create=True) if world.main else nullcontext():
+            done = finished_summary(out, to_dict(cfg), to_dict(TrainConfig()), resume or auto_resume,
+                                    overwrite) if world.main else None
+            if broadcast(done is not None, world):  # before anything in `out` is touched
+                return done or {}
             try:
                 return _train_locked(cfg, out, resume, auto_resume, stop_after, progress, world)
             except OSError as e:  # e.g. disk full: one line, and the run stays unfinished
                 raise RunDirError(f"training {out} failed: {e}") from None
-
-
-def _should_resume(out: Path, cfg: TrainConfig, resume: bool, auto_resume: bool) -> bool:
-    """Whether to continue `out`'s checkpoint: refuse (--resume) or skip (--auto-resume, with a note) a
-    checkpoint of another run; the fields that define a run are `rundir.changed_fields`'."""
-    checkpoint = out / "checkpoint"
-    if not checkpoint.exists():
-        if resume:
-            raise CheckpointError(f"--resume given but {checkpoint} does not exist")
-        if auto_resume:
-            note(f"auto-resume: no checkpoint in {out}: training from step 0")
-        return False
-    if not (resume or auto_resume):
-        return False
-    try:
-        info = read_info(checkpoint)
-    except CheckpointError as e:
-        raise CheckpointError(f"{e} (delete {checkpoint} to train afresh)") from None
-    saved = info.get("config") or saved_config(out)  # checkpoints before 'config' was kept: config.json
-    # a field added since the checkpoint was written (precision, nproc, compile) took its default then
-    changed = changed_fields({**to_dict(TrainConfig()), **saved}, to_dict(cfg)) if saved else []
-    if changed and resume:
-        raise ConfigError(f"--resume refuses to change what defines the run in {out}: {'; '.join(changed)} "
-                          "(use another --out, or train without --resume to start afresh)")
-    if changed:
-        note(f"auto-resume: the checkpoint in {out} is of another config ({'; '.join(changed)}): "
-             "training afresh from step 0")
-        return False
-    if auto_resume:
-        note(f"auto-resume: resuming {out} from step {info['step']} of {cfg.steps}")
-    return True
 
 
 def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, stop_after: int | None,
@@ -255,7 +249,7 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, 
             note(recovered)
         for leftover in [*out.glob("*.tmp"), *out.glob("checkpoint/*.tmp")]:  # of a killed job (never read)
             leftover.unlink()
-        resume = _should_resume(out, cfg, resume, auto_resume)
+        resume = should_resume(out, to_dict(cfg), to_dict(TrainConfig()), resume, auto_resume)
         data = load_data(cfg)  # rank 0 prepares the data, if needed, before the others read it
     resume = broadcast(resume, world)
     if not world.main:
@@ -263,7 +257,7 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, 
     model = make_model(cfg, data.vocab_size).to(device)
     opt = make_optimizer(model, cfg, device)
     data_rng = torch.Generator().manual_seed(cfg.seed)
-    metrics = out / "metrics.jsonl"
+    metrics, tracker = out / "metrics.jsonl", Tracker(cfg.tensorboard and world.main)
     start, spent, kept = 0, 0.0, []  # spent: training FLOPs so far; kept: metrics lines up to the checkpoint
     if resume:
         info = load_checkpoint(out / "checkpoint", model, opt, data_rng)
@@ -280,10 +274,13 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, 
     if world.main:  # validated: only now does this run replace what the directory held (finished runs first)
         for stale in ("summary.json", "model.safetensors"):
             (out / stale).unlink(missing_ok=True)
-        if not resume:
+        if not resume:  # afresh: the old checkpoint and what was computed from the old weights go
             shutil.rmtree(out / "checkpoint", ignore_errors=True)
+            for derived in DERIVED:
+                (out / derived).unlink(missing_ok=True)
         write_text(json.dumps(to_dict(cfg), indent=1), out / "config.json")
         write_text("".join(line + "\n" for line in kept), metrics)
+        tracker.start(out, kept)
         fault_point("train:committed")
 
     model.train()
@@ -322,7 +319,7 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, 
             record = {"step": done, "loss": lm, "aux": aux_mean, "layers_per_token": lpt,
                       "lr": lr_at(step, cfg), "tokens_per_s": speed}
             if world.main:
-                _append(metrics, record)
+                _append(metrics, record, tracker)
             bar.set_postfix(loss=f"{record['loss']:.3f}", lpt=f"{record['layers_per_token']:.2f}")
             last_logged = done
         if world.main:  # validation, calibration and checkpoints: rank 0 alone, on the unwrapped model
@@ -332,16 +329,18 @@ def _train_locked(cfg: TrainConfig, out: Path, resume: bool, auto_resume: bool, 
                     model.router.calibrate(model, [x.to(device) for x, _ in batches])
             if done % cfg.eval_every == 0 or done == cfg.steps:
                 val = validation_loss(model, data.validation, cfg, device)
-                _append(metrics, {"step": done, "val_loss": val, "train_flops": spent})
+                _append(metrics, {"step": done, "val_loss": val, "train_flops": spent}, tracker)
             if done % cfg.checkpoint_every == 0 or done == stop_after or done == cfg.steps:
                 final = done == cfg.steps  # no step follows: Adam's moments would be dead weight on disk
                 save_checkpoint(out / "checkpoint", model, None if final else opt, data_rng,
                                 {"step": done, "train_flops": spent, "config": to_dict(cfg),
                                  "optimizer_state": not final})
         if done == stop_after and done < cfg.steps:
+            tracker.close()
             return {"stopped_at": done}
         if logged:
             t_log = time.perf_counter()
+    tracker.close()
     return _finish(cfg, out, model, data, spent, wall_start, world) if world.main else {}
 
 

