@@ -49,7 +49,7 @@ def test_default_grid_is_an_isoflop_study_on_enwik8_with_frontier_primaries():
                      and swept.get(k.model, {}).get("budget") == budget}
             assert len(sizes) >= 4, f"{arm} at {budget}: an isoFLOP profile needs >= 4 sizes"
             seeds = {k.seed for k in keys if k.variant == arm and k.dataset == "enwik8"}
-            assert len(seeds) >= 3, f"{arm}: a primary arm needs >= 3 seeds"
+            assert len(seeds) >= 2, f"{arm}: a primary arm needs >= 2 seeds (seed-to-seed variance)"
     for key in keys:  # every run at most one pass over enwik8's 90 M training bytes
         cfg = train_config(study, key)
         assert key.dataset != "enwik8" or cfg.steps * cfg.batch_size * cfg.seq_len <= 90_000_000
