@@ -146,7 +146,7 @@ def test_dry_run_reads_exactly_the_configured_runs(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     job = result.stdout.split("rule benchmark_speculative:")[1].split("\n\n")[0]
     inputs = job.split("input: ")[1].splitlines()[0].split(", ")
-    runs = [f"results/runs/tiny/{arm}/shakespeare/seed0" for arm in ("dense", "early_exit")]
+    runs = [f"results/runs/C1-s32/{arm}/shakespeare/seed0" for arm in ("dense", "early_exit")]
     assert sorted(inputs) == sorted(f"{r}/{f}" for r in runs for f in ("summary.json", "model.safetensors"))
     command = shlex.split(job.split("Shell command:")[1].split(">")[0])
     assert command[command.index("--runs") + 1:] == runs and "--exit-layers" in command

@@ -124,8 +124,15 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
 
     results = tmp_path / "results"
     runs = pd.read_csv(results / "runs.csv")
-    assert len(runs[runs["mode"] == "causal"]) == 8  # 4 variants × 2 seeds; dense-shallow, early_exit: 1
+    # the sweep: 3 sizes × dense, mod × 2 seeds; at C1-s32 also probe × 2, dense-shallow and early_exit × 1
+    assert len(runs[runs["mode"] == "causal"]) == 16
     assert set(runs["arm"]) >= {"dense", "dense-shallow", "probe", "mod", "mod[topk]"}
+    assert (runs["tokens_per_param"] > 0).all() and (runs["epochs"] < 1).all()
+    frontier = pd.read_csv(results / "frontier.csv")
+    assert set(frontier["arm"]) == {"dense", "mod"} and set(frontier["budget"]) == {"C1"}
+    assert set(frontier.loc[frontier["arm"] == "mod", "family"]) == {"primary"}
+    profiles = pd.read_csv(results / "isoflop.csv")
+    assert len(profiles) == 2 * 3 and profiles["bpb"].notna().all()
     assert runs["test_bpb"].notna().all() and (runs["train_flops"] > 0).all()
     stats = pd.read_csv(results / "stats.csv")
     assert {"effect", "ci_low", "ci_high", "p_adj", "mde", "verdict"} <= set(stats.columns)
@@ -134,12 +141,15 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
     assert curves["train_flops"].notna().all() and len(curves) >= 7
     bench = pd.read_csv(results / "bench" / "bench.csv")
     assert set(bench["kind"]) == {"train_step", "prefill", "decode"}
-    figures = ("pareto", "train_flops", "learning_curve", "layers_hist", "routing_map", "speed", "attention")
+    figures = ("pareto", "train_flops", "learning_curve", "layers_hist", "routing_map", "speed", "attention",
+               "isoflop", "frontier")
     for name in figures:
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 0
         assert (results / "figures" / f"{name}.png").stat().st_size > 0
     numbers = (results / "tables" / "numbers.tex").read_text()
-    assert "\\newcommand{\\NumRuns}{8}" in numbers and "\\newcommand{\\NumPrimaries}{2}" in numbers
+    assert "\\newcommand{\\NumRuns}{16}" in numbers and "\\newcommand{\\NumPrimaries}{2}" in numbers
+    assert "\\newcommand{\\FrontierNumComparisons}{1}" in numbers and "\\FrontierOutcome" in numbers
+    assert (results / "tables" / "frontier.tex").stat().st_size > 0
     if build_paper:
         assert (tmp_path / "paper" / "main.pdf").stat().st_size > 10_000
     report = tmp_path / "report.zip"  # browsable: every figure and table with its caption
