@@ -15,6 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 import matplotlib
+import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
@@ -70,10 +71,22 @@ def _attention(args) -> Figure:
     return plots.message_figure("attention heatmap not drawn:\n" + "\n".join(reasons))
 
 
+def richest_cells(table: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the (model, dataset) cells that hold the most arms. An isoFLOP study has many cells with
+    only the swept arms and one where every arm runs; the per-arm figures are about that one (in a grid
+    where every cell has every arm, nothing is dropped)."""
+    if table.empty:
+        return table
+    arm = "arm" if "arm" in table.columns else "variant"
+    counts = table.groupby(["model", "dataset"])[arm].nunique()
+    keep = set(counts[counts == counts.max()].index)
+    return table[[cell in keep for cell in zip(table["model"], table["dataset"], strict=True)]]
+
+
 def _learning_curve(args) -> Figure:
     from .curves import figure_learning_curve
 
-    return figure_learning_curve(load(args.curves, "curves"), args.baseline)
+    return figure_learning_curve(richest_cells(load(args.curves, "curves")), args.baseline)
 
 
 def _isoflop(args) -> Figure:
@@ -89,8 +102,8 @@ def _frontier(args) -> Figure:
 
 
 FIGURES: dict[str, Callable[[argparse.Namespace], Figure]] = {
-    "pareto": lambda a: plots.figure_pareto(load(a.runs, "runs"), a.baseline),
-    "train_flops": lambda a: plots.figure_train_flops(load(a.runs, "runs"), a.baseline),
+    "pareto": lambda a: plots.figure_pareto(richest_cells(load(a.runs, "runs")), a.baseline),
+    "train_flops": lambda a: plots.figure_train_flops(richest_cells(load(a.runs, "runs")), a.baseline),
     "layers_hist": _layers_hist,
     "routing_map": _routing_map,
     "speed": lambda a: plots.figure_speed(load(a.bench, "bench")),
