@@ -8,8 +8,9 @@ import pytest
 from sparsedepth.study.paper import PaperError, paper_inputs
 
 REPO = Path(__file__).resolve().parents[2]
-TABLES = ["hypotheses", "main", "equal_steps", "bench", "bench_origin", "speculative", "numbers"]
-FIGURES = ["pareto", "train_flops", "learning_curve", "layers_hist", "routing_map", "speed", "attention"]
+TABLES = ["hypotheses", "main", "equal_steps", "bench", "bench_origin", "speculative", "frontier", "numbers"]
+FIGURES = ["pareto", "train_flops", "learning_curve", "layers_hist", "routing_map", "speed", "attention",
+           "isoflop", "frontier"]
 
 
 def test_the_derived_inputs_are_exactly_what_main_tex_includes(monkeypatch):
