@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make gpu-check` without make: install the carried wheels (.whl/, from `make gpu-wheels`) into .whl/site
-# when the machine lacks them, with its own python (pip --no-index, else unzipping them: these wheels need nothing more), put
-# it and src/ on PYTHONPATH, and run the check. Usage: scripts/gpu_check.sh [DEVICE] [OUT]; GPU_PYTHON=python3.
+# when the machine lacks them, with its own python (pip --no-index, else unzipping them: these wheels need
+# nothing more), put it and src/ on PYTHONPATH, and run the check. Usage: scripts/gpu_check.sh [DEVICE] [OUT]; GPU_PYTHON=python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE="${1:-auto}"
