@@ -8,7 +8,7 @@ LATEX_PACKAGES := latexmk texlive-latex-recommended texlive-latex-extra texlive-
 # Workflow jobs call `python -m sparsedepth ...`: that must be this venv's python.
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 
-.PHONY: venv latex test lint reproduce smoke benchmark cluster-test clean-results
+.PHONY: venv latex test lint reproduce smoke benchmark cluster-test clean-results gpu-wheels gpu-check
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -55,6 +55,18 @@ smoke: venv
 
 benchmark: venv
 	$(VENV)/bin/snakemake --profile profiles/default --cores all benchmark
+
+# Checking a GPU in one call (README): `make gpu-wheels` here (network), then on the GPU machine, with its own
+# python3 and torch, `make gpu-check` (or scripts/gpu_check.sh); DEVICE=cpu runs the same check at tiny shapes.
+# The wheels: what the check imports that the GPU machine lacks (jsonschema and its dependencies).
+DEVICE ?= auto
+GPU_WHEELS := jsonschema attrs referencing rpds-py jsonschema-specifications
+gpu-wheels:
+	$(PYTHON) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
+	  --platform manylinux2014_x86_64 -d .whl $(GPU_WHEELS)
+
+gpu-check:
+	scripts/gpu_check.sh $(DEVICE) results/gpu
 
 clean-results:
 	rm -rf results/runs results/bench results/figures results/tables results/runs.csv results/stats.csv

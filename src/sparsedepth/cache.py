@@ -55,6 +55,9 @@ class LayerCache:
         unless the queries are a subset of the new keys, as under state propagation). `rows`: the new
         keys belong to these samples only; they are written in place and only these rows are read (a
         slice: see `_extend_slice`)."""
+        # under bf16 autocast the projections are bf16 and the cache keeps the parameters' dtype
+        if k.dtype != self.k.dtype:
+            k, v = k.to(self.k.dtype), v.to(self.v.dtype)
         B, H, K, D = k.shape
         if K == 1 and valid is None and query_offsets is None and (rows is None or isinstance(rows, slice)):
             return self._extend_slice(k, v, slice(0, B) if rows is None else rows)  # decoding a step

@@ -149,7 +149,8 @@ def decode_case(model: SparseDepthModel, prompt_len: int, n_new: int, batch: int
     writes beyond the prefilled lengths)."""
     model.hard_skip = True
     model.router.set_inference("causal")  # generation needs the causal rule
-    if bench.dtype == "bf16":
+    precision = resolve(bench.dtype, device)  # `auto`: training's policy (bf16 on CUDA)
+    if precision == "bf16":
         model.to(torch.bfloat16)  # the cache takes the parameters' dtype, so bf16 weights, not autocast
     g = torch.Generator().manual_seed(0)
     prompts = torch.randint(0, model.cfg.vocab_size, (batch, prompt_len), generator=g).tolist()
@@ -191,15 +192,20 @@ def decode_case(model: SparseDepthModel, prompt_len: int, n_new: int, batch: int
 
     suffix = "+bf16" if bench.dtype == "bf16" else ""
     return Case(model.router.name, model.router.capacity, "gather" + suffix, run, stats, reset, memory,
-                precision="bf16" if bench.dtype == "bf16" else "fp32", small_batch_flops=flops_per_token)
+                precision=precision, small_batch_flops=flops_per_token)
 
 
-def prefill_cached_case(model: SparseDepthModel, idx: torch.Tensor, device: torch.device) -> Case:
+def prefill_cached_case(model: SparseDepthModel, idx: torch.Tensor, device: torch.device,
+                        bench: BenchConfig | None = None) -> Case:
     """Prefill as generation runs it: equal-length prompts into a fresh routed cache, the causal rule (what
-    decoding continues with), the head on the last position only. Its peak memory includes the cache."""
+    decoding continues with), the head on the last position only. Its peak memory includes the cache.
+    Precision as decode's: bf16 weights and cache under `--dtype bf16`, or `auto` on CUDA."""
     model.hard_skip = True
     model.eval()
     model.router.set_inference("causal")
+    precision = resolve(bench.dtype if bench else "fp32", device)
+    if precision == "bf16":
+        model.to(torch.bfloat16)
     B, T = idx.shape
     held = {}
 
@@ -219,4 +225,6 @@ def prefill_cached_case(model: SparseDepthModel, idx: torch.Tensor, device: torc
         cache = held["cache"]
         return cache.nbytes() / (B * model.cfg.n_layers), held["peak"], float(cache.lengths().sum())
 
-    return Case(model.router.name, model.router.capacity, "gather", run, stats, memory=memory)
+    suffix = "+bf16" if bench is not None and bench.dtype == "bf16" else ""
+    return Case(model.router.name, model.router.capacity, "gather" + suffix, run, stats, memory=memory,
+                precision=precision)

@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from ..cli import add_dataclass_flags, flags_to_overrides
 from ..config import ConfigError, from_dict, to_dict
 from .config import RUN_SETTINGS, BenchConfig, origin_grid
-from .grid import merge, run_grid, write_rows
+from .grid import across_processes, merge, run_grid, write_rows
 
 
 def parser() -> argparse.ArgumentParser:
@@ -75,6 +75,31 @@ def speculative_main(argv: Sequence[str]) -> int:
     return 0
 
 
+def in_processes(argv: Sequence[str], n: int, out: str) -> int:
+    """The same benchmark in `n` fresh processes, one after another (each times every case interleaved), then
+    one table of medians and ranges over them (`grid.across_processes`); no output if any process fails."""
+    import subprocess
+    import tempfile
+    from pathlib import Path
+
+    import pandas as pd
+
+    with tempfile.TemporaryDirectory(prefix="bench-processes-") as tmp:
+        tables = []
+        for i in range(n):
+            part = Path(tmp) / f"process{i}.csv"
+            print(f"process {i + 1}/{n}", flush=True)
+            cmd = [sys.executable, "-m", "sparsedepth.bench", *argv, "--processes", "1", "--out", str(part)]
+            if subprocess.run(cmd).returncode != 0:
+                print(f"error: benchmark process {i + 1}/{n} failed (see its output above)", file=sys.stderr)
+                return 1
+            tables.append(pd.read_csv(part))
+    rows = across_processes(tables)
+    write_rows(rows, out)
+    print(f"wrote {len(rows)} rows to {out} (medians over {n} processes)")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["merge"]:
@@ -84,6 +109,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         bench = config_from_flags(args)
+        if bench.processes > 1:
+            return in_processes(argv, bench.processes, args.out)
         rows, skipped = run_grid(bench, progress=lambda s: print(s, flush=True))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)

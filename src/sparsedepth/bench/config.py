@@ -15,11 +15,13 @@ COLUMNS = ["device", "device_name", "torch", "threads", "git_sha", "grid", "kind
            "dense_flops_per_token", "speedup", "ideal_speedup", "efficiency",
            "cache_bytes_per_sample_block", "memory_ratio", "ideal_memory_ratio",
            "precision", "achieved_tflops", "peak_tflops", "peak_source", "mfu",
-           "padded_ideal_speedup", "small_batch_cost", "attainable_speedup", "attainable_efficiency"]
+           "padded_ideal_speedup", "small_batch_cost", "attainable_speedup", "attainable_efficiency",
+           "speedup_min", "speedup_max", "processes", "ops_per_call"]
 # later additions: a merged table written before them gets NaN there
 ADDED_COLUMNS = ("cache_bytes_per_sample_block", "memory_ratio", "ideal_memory_ratio",
                  "precision", "achieved_tflops", "peak_tflops", "peak_source", "mfu",
-                 "padded_ideal_speedup", "small_batch_cost", "attainable_speedup", "attainable_efficiency")
+                 "padded_ideal_speedup", "small_batch_cost", "attainable_speedup", "attainable_efficiency",
+                 "speedup_min", "speedup_max", "processes", "ops_per_call")
 KINDS = ("train_step", "prefill", "decode", "prefill_cached")
 DEFAULT_KINDS = ("train_step", "prefill", "decode")
 IMPLS = ("gather", "masked", "origin-flat")
@@ -74,11 +76,14 @@ class BenchConfig:
                         "(autocast; decode: bf16 weights; impl suffix +bf16)", enum=["auto", "fp32", "bf16"])
     compile: bool = option(False, "also time torch.compile'd gather models (impl suffix +compile; skipped "
                            "with the reason printed if compiling fails)")
+    processes: int = option(1, "run the whole benchmark this many times, each in a fresh process, one after "
+                            "another; rows report the median over processes and the speedup's range "
+                            "(speedup_min, speedup_max)", minimum=1)
 
 
 # how a benchmark runs rather than what it measures: these flags apply to the origin grid too
 RUN_SETTINGS = ("repeats", "warmup", "device", "threads", "max_seconds", "calibrate", "optimizer", "dtype",
-                "compile")
+                "compile", "processes")
 
 
 def origin_grid() -> BenchConfig:
@@ -102,3 +107,5 @@ def check(bench: BenchConfig) -> None:
         raise ConfigError(f"dtype must be 'auto', 'fp32' or 'bf16', got {bench.dtype!r}")
     if bench.repeats < 1:
         raise ConfigError(f"repeats must be >= 1, got {bench.repeats}")
+    if bench.processes < 1:
+        raise ConfigError(f"processes must be >= 1, got {bench.processes}")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -18,7 +19,10 @@ from ..routing import ROUTERS
 from .cases import Case, decode_case, forward_case, make_model, prefill_cached_case
 from .config import ADDED_COLUMNS, BASELINE, COLUMNS, VOCAB, BenchConfig, check
 from .peak import device_peak, mfu_columns
-from .timing import median_iqr, provenance, resolve_device, time_once
+from .timing import median_iqr, op_count, provenance, resolve_device, time_once
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 ONE_SAMPLE = "dense@batch1"  # a decoding point's extra timed case, which gives no row of its own
 
@@ -61,6 +65,8 @@ def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, t
     for key, case in cases.items():
         if key == ONE_SAMPLE:
             continue
+        case.reset()
+        ops = float("nan") if "+compile" in case.impl else op_count(case.run)  # compiled: other ops
         layers, flops, memory = case.stats()
         no_cache = (float("nan"), memory, layers)
         cache_bytes, measured, ideal = no_cache if case.memory is None else case.memory()
@@ -74,6 +80,7 @@ def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, t
                      "layers_per_token": layers, "flops_per_token": flops,
                      "cache_bytes_per_sample_block": cache_bytes,
                      "precision": case.precision, "peak_tflops": peak, "peak_source": source,
+                     "ops_per_call": ops, "processes": 1,
                      **mfu_columns(call_flops, ms, peak),
                      "_memory": measured, "_ideal_memory": ideal,  # for the ratios below
                      "_small_batch": case.small_batch_flops})  # decoding: for `small_batch_bounds`
@@ -90,6 +97,7 @@ def measure_point(cases: dict[str, Case], kind: str, batch: int, seq_len: int, t
         r["speedup"] = dense["median_ms"] / r["median_ms"]
         r["ideal_speedup"] = dense["flops_per_token"] / r["flops_per_token"]
         r["efficiency"] = r["speedup"] / r["ideal_speedup"]
+        r["speedup_min"] = r["speedup_max"] = r["speedup"]  # one process: `across_processes` widens them
         r["memory_ratio"] = r["_memory"] / dense["_memory"] if dense["_memory"] else float("nan")
         r["ideal_memory_ratio"] = r["_ideal_memory"] / dense["_ideal_memory"]
         if r["_small_batch"] is not None:
@@ -171,7 +179,7 @@ def run_grid(bench: BenchConfig, progress: Callable[[str], None] = print) -> tup
         targets = torch.randint(0, VOCAB, (batch, size), generator=g).to(device)
         if kind == "prefill_cached":
             for r in routers:
-                cases[r] = prefill_cached_case(model(r, False), idx, device)
+                cases[r] = prefill_cached_case(model(r, False), idx, device, bench)
             rows += measure_point(cases, kind, batch, size, batch * size, bench, device, row, progress)
             continue
         for r in routers:
@@ -205,3 +213,28 @@ def merge(inputs: Sequence[str | Path], out: str | Path) -> None:
         if missing:
             raise ConfigError(f"{path}: not a benchmark table (missing {sorted(missing)})")
     write_rows(pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS).to_dict("records"), out)
+
+
+POINT = ["grid", "kind", "impl", "router", "capacity", "batch", "seq_len", "d_model", "n_layers"]
+
+
+def across_processes(tables: Sequence[pd.DataFrame]) -> list[dict]:
+    """One row per point of the same benchmark run in several processes: each measured number is the median
+    over processes, the speedup's range is [speedup_min, speedup_max], and `processes` says how many
+    measured it. Why: on shared machines a process's timings shift as a whole (the same dense decode took
+    319-479 ms in back-to-back processes), which repeats inside one process cannot see."""
+    import pandas as pd
+
+    rows = []
+    frame = pd.concat([t.assign(_process=i) for i, t in enumerate(tables)], ignore_index=True)
+    for _, group in frame.groupby(POINT, sort=False, dropna=False):
+        row = group.iloc[0].to_dict()
+        for column in group.columns:
+            if column not in POINT and pd.api.types.is_numeric_dtype(group[column]):
+                row[column] = group[column].median()
+        row["speedup_min"], row["speedup_max"] = group["speedup"].min(), group["speedup"].max()
+        row["efficiency"] = row["speedup"] / row["ideal_speedup"]
+        row["processes"] = group["_process"].nunique()
+        del row["_process"]
+        rows.append(row)
+    return rows

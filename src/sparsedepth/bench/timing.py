@@ -11,6 +11,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ..config import ConfigError
 
@@ -96,3 +97,22 @@ def peak_bytes(fn: Callable[[], object], device: torch.device) -> float:
         live += nbytes
         peak = max(peak, live)
     return float(peak)
+
+
+class _OpCounter(TorchDispatchMode):
+    def __init__(self) -> None:
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))
+
+
+def op_count(fn: Callable[[], object]) -> int:
+    """Torch ops (ATen calls, as dispatched, backward included) of one call. Why: at these sizes per-op
+    overhead, not arithmetic, sets much of the time, and unlike a time this count does not move with the
+    machine's load, so it explains a speedup that shared cores make noisy."""
+    with _OpCounter() as counter:
+        fn()
+    return counter.n
