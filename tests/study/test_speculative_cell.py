@@ -36,11 +36,12 @@ def decode_rows(device: str = "cpu") -> pd.DataFrame:
 def main_rows() -> pd.DataFrame:
     base = dict.fromkeys(COLUMNS)
     base.update(device="cpu", device_name="CPU: test", model="M", dataset="shakespeare", seed=0,
-                reference="dense", prompts=2, prompt_len=32, new_tokens=48, repeats=3, n_layers=4, cell="main")
+                reference="dense", prompts=2, prompt_len=32, new_tokens=48, repeats=3, n_layers=4,
+                cell="main")
     rows = [{**base, "arm": "dense", "role": "reference", "decoding": "ordinary", "median_ms": 10.0,
              "speedup": 1.0, "tokens_per_s": 100.0},
-            {**base, "arm": "mod", "role": "arm", "decoding": "speculative", "median_ms": 8.0, "exit_layer": 2,
-             "draft_tokens": 3, "speedup": 1.25, "tokens_per_s": 125.0, "acceptance": 0.5}]
+            {**base, "arm": "mod", "role": "arm", "decoding": "speculative", "median_ms": 8.0,
+             "exit_layer": 2, "draft_tokens": 3, "speedup": 1.25, "tokens_per_s": 125.0, "acceptance": 0.5}]
     return pd.DataFrame(rows, columns=COLUMNS)
 
 
@@ -61,7 +62,8 @@ def test_macros_quote_the_cell_against_same_depth_and_equal_quality():
     assert set(m) == {"Cpu" + k for k in DECODE_MACROS}
     assert m["CpuDecodeSpeedup"] == "2.22" and m["CpuDecodeBaselineSpeedup"] == "1.33"
     assert m["CpuDecodeCeiling"] == "3.33" and m["CpuDecodeCeilingExit"] == "1"
-    assert (m["CpuDecodeExitLayer"], m["CpuDecodeDraftTokens"], m["CpuDecodeAcceptance"]) == ("2", "5", "0.70")
+    setting = (m["CpuDecodeExitLayer"], m["CpuDecodeDraftTokens"], m["CpuDecodeAcceptance"])
+    assert setting == ("2", "5", "0.70")
     assert (m["CpuDecodeBpb"], m["CpuDecodeReferenceBpb"], m["CpuDecodeBaselineBpb"]) == (
         "2.050", "2.000", "2.100")
     assert m["CpuDecodeBaseline"] == "dense-half" and m["CpuDecodeLayers"] == "12"
