@@ -84,6 +84,27 @@ def test_draft_alone_rows_give_each_exits_ceiling(runs, tmp_path):
     assert df.loc[df["decoding"] == "ordinary", "ceiling_speedup"].isna().all()
 
 
+def test_a_decode_cell_times_baselines_ordinary_and_carries_bits_per_byte(runs, tmp_path):
+    """`baselines` get ordinary rows only; every row names its cell and role; a run's evaluated test bits per
+    byte comes from its eval.json (not evaluated: NaN)."""
+    import json
+
+    (runs["dense"] / "eval.json").write_text(json.dumps({"modes": {"causal": {"test": {"bpb": 2.5}}}}))
+    try:
+        spec = SpecConfig(**{**TINY, "arms": ["early_exit"], "exit_layers": [1], "baselines": ["mod"],
+                             "cell": "decode"})
+        df = pd.DataFrame(measure(spec, list(runs.values()), progress=lambda s: None), columns=COLUMNS)
+    finally:
+        (runs["dense"] / "eval.json").unlink()
+    assert (df["cell"] == "decode").all()
+    roles = df.groupby("arm")["role"].unique().map(list).to_dict()
+    assert roles == {"dense": ["reference"], "early_exit": ["arm"], "mod": ["baseline"]}
+    assert list(df.loc[df["arm"] == "mod", "decoding"]) == ["ordinary"]
+    assert list(df.loc[df["arm"] == "dense", "decoding"]) == ["ordinary"]
+    bpb = df.groupby("arm")["test_bpb"].first()
+    assert bpb["dense"] == 2.5 and bpb[["early_exit", "mod"]].isna().all()
+
+
 def test_speculative_tokens_that_differ_from_greedy_fail_loudly(runs, monkeypatch, tmp_path, capsys):
     from sparsedepth import speculative
 
@@ -109,6 +130,7 @@ def test_speculative_tokens_that_differ_from_greedy_fail_loudly(runs, monkeypatc
     ({"arms": ["probe"]}, "arms \\['probe'\\] have no run"),
     ({"reference": "mod"}, "arms \\['mod'\\] have no run"),
     ({"new_tokens": 60}, "exceeds arm 'dense'"),
+    ({"baselines": ["nope"]}, "arms \\['nope'\\] have no run"),
 ])
 def test_bad_settings_are_one_clear_error(runs, change, message):
     from sparsedepth.config import ConfigError

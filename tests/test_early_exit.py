@@ -76,6 +76,17 @@ def test_calibration_hits_the_target_capacity(tiny_cfg):
     assert abs(ran - 0.6) < 0.1, ran
 
 
+def test_at_capacity_one_no_token_exits_and_nothing_is_scored(tiny_cfg):
+    """LayerSkip training for self-speculation alone: the full model is every block, whatever the
+    threshold."""
+    model = make("early_exit", tiny_cfg, capacity=1.0).eval()
+    model.router.threshold.fill_(-1.0)  # would exit every token at the first check if scored
+    batches = [tokens(tiny_cfg, batch=2, length=16)]
+    assert model.router.calibrate(model, batches) == -1.0  # nothing to calibrate
+    assert model(batches[0]).routing.all()
+    assert model.router.flops_per_token() == model.router.weight_flops_per_token()
+
+
 def test_exit_loss_trains_early_layers_through_the_shared_head(tiny_cfg):
     model = make("early_exit", tiny_cfg).train()
     model.router.max_layer_dropout = 0.0

@@ -10,13 +10,15 @@ from sparsedepth.study.speculative import (
     speculative_numbers,
     speculative_table,
 )
+from sparsedepth.study.speculative_cell import DECODE_MACROS
 from sparsedepth.study.tables import main as tables_main
 
 
 def rows() -> pd.DataFrame:
     base = dict.fromkeys(COLUMNS, 1)
     base.update(device="cpu", device_name="CPU: test", model="M", dataset="shakespeare", seed=0,
-                reference="dense", prompts=2, prompt_len=32, new_tokens=48, repeats=3, iqr_ms=1.0)
+                reference="dense", prompts=2, prompt_len=32, new_tokens=48, repeats=3, iqr_ms=1.0,
+                cell="main", test_bpb=float("nan"))
     out = []
     for arm, speed, ceilings in (("dense", 1.0, {1: 1.9, 2: 1.4}), ("early_exit", 0.8, {1: 1.7, 2: 1.3})):
         out.append({**base, "arm": arm, "decoding": "ordinary", "exit_layer": None, "draft_tokens": None,
@@ -31,7 +33,8 @@ def rows() -> pd.DataFrame:
                         "speedup": speed * gain, "self_speedup": gain, "tokens_per_s": 100 * speed * gain,
                         "acceptance": 0.5 + e / 10, "tokens_per_round": 2.0, "ideal_speedup": 0.9,
                         "ceiling_speedup": c})
-    return pd.DataFrame(out, columns=COLUMNS)
+    df = pd.DataFrame(out, columns=COLUMNS)
+    return df.assign(role=["reference" if a == "dense" else "arm" for a in df["arm"]])
 
 
 def test_table_orders_reference_first_and_says_what_was_checked():
@@ -46,7 +49,7 @@ def test_table_orders_reference_first_and_says_what_was_checked():
 
 def test_macros_quote_the_layerskip_arm_at_its_fastest_setting():
     m = speculative_numbers(rows())
-    assert set(m) == {p + k for p in ("Cpu", "Gpu") for k in SPEC_MACROS}
+    assert set(m) == {p + k for p in ("Cpu", "Gpu") for k in (*SPEC_MACROS, *DECODE_MACROS)}
     assert m["CpuSpecArm"] == "early\\_exit" and m["CpuSpecExitLayer"] == "1"
     assert m["CpuSpecSpeedup"] == "1.20" and m["CpuSpecAcceptance"] == "0.60"
     assert m["CpuSpecBestSpeedup"] == "1.50" and m["CpuSpecBestArm"] == "dense (exit 1, draft 3)"
@@ -71,7 +74,7 @@ def test_cli_without_the_benchmark_writes_not_measured(tmp_path):
 
 def test_a_file_from_before_the_ceiling_still_reads_its_ceilings_not_measured():
     old = rows()
-    old = old[old["decoding"] != "draft"].drop(columns=["ceiling_speedup"])
+    old = old[old["decoding"] != "draft"].drop(columns=["ceiling_speedup", "cell", "role", "test_bpb"])
     table = speculative_table(old)
     assert len(table) == 6 and table["ceiling_speedup"].isna().all()
     assert "Ceiling" in format_speculative(table)

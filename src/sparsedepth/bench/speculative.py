@@ -17,6 +17,12 @@ Before timing, one untimed call of each case records its tokens, speculative sta
 FlopCounterMode, `flops.counted_flops`); a speculative output that differs from the same arm's ordinary
 greedy output is a `SpeculativeMismatch` (exit 1, no table), never a row. Draft-only tokens are the draft's
 own and are not compared.
+
+A study may time several cells (`cell`, written on every row): the grid's own, and a decode cell (a deeper
+model trained to exit early, with `baselines` such as the dense model of equal quality, timed with ordinary
+decoding only, in the same process, so its speed and the arm's compare as the reference's do). Each row
+carries its run's test bits per byte (`test_bpb`, from its eval.json when evaluated), so "equal quality" is
+read off the same table.
 """
 
 from __future__ import annotations
@@ -43,7 +49,10 @@ COLUMNS = ["device", "device_name", "torch", "threads", "git_sha", "model", "dat
            "batch", "prompts", "prompt_len", "new_tokens", "repeats", "median_ms", "iqr_ms", "tokens_per_s",
            "speedup", "self_speedup", "rounds", "drafted", "accepted", "acceptance", "tokens_per_round",
            "layers_per_token", "flops_per_token", "dense_flops_per_token", "ideal_speedup", "greedy_match",
-           "ceiling_speedup"]
+           "ceiling_speedup", "cell", "role", "test_bpb"]
+# later additions: files written before them read as the grid's own cell (`MAIN_CELL`), roles from the arms
+ADDED_COLUMNS = ("ceiling_speedup", "cell", "role", "test_bpb")
+MAIN_CELL = "main"
 
 
 class SpeculativeMismatch(RuntimeError):
@@ -60,6 +69,11 @@ class SpecConfig:
     exit_layers: list[int] = option([1, 2], "draft depths: the draft is the first EXIT_LAYER blocks + final "
                                     "norm and head, comma-separated (1 <= each < the arm's blocks)")
     draft_tokens: list[int] = option([3, 5], "tokens drafted per verification round, comma-separated (>= 1)")
+    baselines: list[str] = option([], "further arms timed with ordinary decoding only, comma-separated (e.g. "
+                                  "the dense model of equal quality a decode cell is compared with); each "
+                                  "one of --runs")
+    cell: str = option(MAIN_CELL, "name of the benchmarked cell, written on every row (the grid's own: main; "
+                       "e.g. decode for a model trained to exit early)", pattern="^[A-Za-z0-9_.-]+$")
     prompts: int = option(4, "prompts, each a window of the run's test split at evenly spaced offsets",
                           minimum=1)
     prompt_len: int = option(32, "tokens per prompt", minimum=1)
@@ -116,7 +130,7 @@ def load_runs(run_dirs: Sequence[str | Path], device: torch.device) -> dict[str,
 
 def check(spec: SpecConfig, runs: dict[str, tuple]) -> None:
     """Names and sizes the flags' schema cannot know: arms among the runs, exit layers inside each model."""
-    missing = [a for a in [spec.reference, *spec.arms] if a not in runs]
+    missing = [a for a in [spec.reference, *spec.arms, *spec.baselines] if a not in runs]
     if missing:
         raise ConfigError(f"arms {missing} have no run among --runs (given: {', '.join(sorted(runs))})")
     if not spec.exit_layers or not spec.draft_tokens:
@@ -139,7 +153,7 @@ def make_cases(spec: SpecConfig, runs: dict[str, tuple], prompts: list[list[int]
     from .. import speculative  # looked up at call time, so tests (and the merge) can swap it
 
     cases = {}
-    for arm in dict.fromkeys([spec.reference, *spec.arms]):
+    for arm in dict.fromkeys([spec.reference, *spec.arms, *spec.baselines]):
         model = runs[arm][0]
         cases[f"{arm}/ordinary"] = Case(arm, "ordinary", None, None, lambda m=model: [
             generate(m, [p], spec.new_tokens, temperature=0) for p in prompts])
@@ -185,6 +199,26 @@ def ratio(a: float, b: float) -> float:
     return a / b if b else float("nan")
 
 
+def role(spec: SpecConfig, arm: str) -> str:
+    """reference (every speedup's denominator), arm (decoded speculatively) or baseline (ordinary only)."""
+    return "reference" if arm == spec.reference else "arm" if arm in spec.arms else "baseline"
+
+
+def test_bpb(run_dir: str | Path) -> float:
+    """The run's causal test bits per byte from its eval.json; NaN when it has not been evaluated (the
+    benchmark needs only the weights) or the file is older than them (a retrained run)."""
+    import json
+
+    run_dir = Path(run_dir)
+    path, weights = run_dir / "eval.json", run_dir / "model.safetensors"
+    if not path.is_file() or (weights.is_file() and path.stat().st_mtime < weights.stat().st_mtime):
+        return float("nan")
+    try:
+        return float(json.loads(path.read_text())["modes"]["causal"]["test"]["bpb"])
+    except (ValueError, KeyError, TypeError):
+        raise ConfigError(f"{path}: not an evaluation (no modes.causal.test.bpb)") from None
+
+
 def measure(spec: SpecConfig, run_dirs: Sequence[str | Path],
             progress: Callable[[str], None] = print) -> list[dict]:
     """Every row of the table: the reference's and each arm's ordinary decoding, each draft-only and each
@@ -194,6 +228,7 @@ def measure(spec: SpecConfig, run_dirs: Sequence[str | Path],
         torch.set_num_threads(spec.threads)
     runs = load_runs(run_dirs, device)
     check(spec, runs)
+    bpb = {parse_run_dir(Path(d)).variant: test_bpb(d) for d in run_dirs}
     _, ref_cfg, data, key = runs[spec.reference]
     prompts = prompts_from(data.test, spec.prompts, spec.prompt_len)
     n_tokens = spec.prompts * spec.new_tokens  # no end-of-text stop: every call generates exactly these
@@ -212,7 +247,7 @@ def measure(spec: SpecConfig, run_dirs: Sequence[str | Path],
     base = {**provenance(device), "model": key.model,
             "dataset": key.dataset, "seed": key.seed, "reference": spec.reference, "batch": 1,
             "prompts": spec.prompts, "prompt_len": spec.prompt_len, "new_tokens": spec.new_tokens,
-            "repeats": spec.repeats}
+            "repeats": spec.repeats, "cell": spec.cell}
     summary = {name: median_iqr(t) for name, t in times.items()}  # (median, IQR) per case
     dense, ref_ms = cases[f"{spec.reference}/ordinary"], summary[f"{spec.reference}/ordinary"][0]
     rows = []
@@ -232,7 +267,8 @@ def measure(spec: SpecConfig, run_dirs: Sequence[str | Path],
                      "layers_per_token": case.layers, "flops_per_token": case.flops,
                      "dense_flops_per_token": dense.flops, "ideal_speedup": ratio(dense.flops, case.flops),
                      "greedy_match": True if case.decoding == "speculative" else None,
-                     "ceiling_speedup": ref_ms / draft[0] if draft else np.nan})
+                     "ceiling_speedup": ref_ms / draft[0] if draft else np.nan,
+                     "role": role(spec, case.arm), "test_bpb": bpb[case.arm]})
     return rows
 
 

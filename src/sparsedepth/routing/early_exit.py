@@ -90,6 +90,12 @@ class EarlyExitRouter(Router):
         return not self.training
 
     @property
+    def exits(self) -> bool:
+        """Whether inference exits at all: at capacity 1 every token runs every block, so no confidence is
+        scored (LayerSkip training for self-speculation alone, whose full model must be the whole model)."""
+        return self.capacity < 1.0
+
+    @property
     def reads_out(self) -> bool:
         """Whether training reads out intermediate layers at all (for the exit loss or the labels)."""
         return self.exit_loss_weight > 0 or self.confidence == "classifier"
@@ -125,7 +131,7 @@ class EarlyExitRouter(Router):
             drop = self.max_layer_dropout * layer / max(1, self.cfg.n_layers - 1)
             keep = (torch.rand(B, 1, device=h.device) >= drop).expand(B, T)
             return Decision(mask=keep, gate=ones)
-        if layer > 0:
+        if layer > 0 and self.exits:
             self.exited = self.exited | (self.score(h, layer) > self.threshold)
         self.previous = h
         return PropagatingDecision(mask=~self.exited, gate=ones)
@@ -171,7 +177,8 @@ class EarlyExitRouter(Router):
 
     def flops_per_token(self) -> float:
         """Inference: every checked layer scores every token (exited ones too: no gather for the score)."""
-        return self.weight_flops_per_token() + len(self.checked) * self.confidence_flops_per_token()
+        checks = len(self.checked) if self.exits else 0
+        return self.weight_flops_per_token() + checks * self.confidence_flops_per_token()
 
     def _reads(self, steps: int | None) -> int:
         """Layer read-outs training makes: in the last forward, or over the first `steps` steps of a run
@@ -206,6 +213,8 @@ class EarlyExitRouter(Router):
         """Bisect the threshold over the measure's range so the mean fraction of routed layers run matches
         the capacity on the given (validation) batches. More confidence required → later exits → more
         layers run."""
+        if not self.exits:  # nothing to calibrate: no token exits
+            return float(self.threshold)
         was_training = model.training
         model.eval()
         routed = torch.tensor(self.routed_layers)

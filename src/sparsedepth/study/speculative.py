@@ -6,7 +6,9 @@ The headline is the LayerSkip-trained arm (`early_exit`) when measured, as self-
 early-exit training prepares its early blocks for; the best speedup of any arm is quoted beside it, and so
 are the ceilings (the draft alone's speed: speculation at that exit if every draft were accepted and
 verification were free). Files written before the ceiling existed (no `ceiling_speedup`) still read, their
-ceilings "not measured".
+ceilings "not measured". A decode cell's rows (`cell` other than main: a deeper model trained to exit
+early, `study.speculative_cell`) get a table and `...Decode...` macros of their own after the grid's; files
+written before cells read as the grid's cell.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pandas as pd
 
 from .latex import NOT_MEASURED, empty_table, escape_latex, finite, fmt_int, fmt_list, fmt_num, to_latex
 from .results import require
+from .speculative_cell import MAIN_CELL, cell_numbers, cell_table, format_cell, main_cell, with_cells
 
 COLUMNS = ("device", "device_name", "model", "dataset", "seed", "reference", "arm", "decoding", "exit_layer",
            "draft_tokens", "prompts", "prompt_len", "new_tokens", "repeats", "median_ms", "iqr_ms",
@@ -38,25 +41,33 @@ def _label(row: pd.Series) -> str:
 
 
 def _with_ceiling(spec: pd.DataFrame) -> pd.DataFrame:
-    return spec if CEILING in spec.columns else spec.assign(**{CEILING: float("nan")})
+    return with_cells(spec)  # the ceiling and the cell columns, as a file from before them means
 
 
 def speculative_table(spec: pd.DataFrame) -> pd.DataFrame:
-    """One row per (device, arm, decoding): the reference arm first, each arm's ordinary decoding first,
-    then per exit layer the draft alone and the speculative settings."""
+    """One row per (cell, device, arm, decoding): the grid's cell first; within a cell the reference arm
+    first, each arm's ordinary decoding first, then per exit layer the draft alone and the speculative
+    settings."""
     if spec.empty:
-        return pd.DataFrame(columns=[*COLUMNS, CEILING, "label"])
+        return pd.DataFrame(columns=[*COLUMNS, CEILING, "cell", "role", "test_bpb", "label"])
     require(spec, COLUMNS, "speculative benchmark table")
     df = _with_ceiling(spec.copy())
     df["label"] = [_label(r) for _, r in df.iterrows()]
+    df["_main"] = df["cell"].fillna(MAIN_CELL) != MAIN_CELL
     df["_ref"] = df["arm"] != df["reference"]
     df["_other"] = df["decoding"] != "ordinary"
     df["_spec"] = df["decoding"] == "speculative"
-    df = df.sort_values(["device", "_ref", "arm", "_other", "exit_layer", "_spec", "draft_tokens"])
-    return df.drop(columns=["_ref", "_other", "_spec"]).reset_index(drop=True)
+    df = df.sort_values(["_main", "cell", "device", "_ref", "arm", "_other", "exit_layer", "_spec",
+                         "draft_tokens"], kind="stable")
+    return df.drop(columns=["_main", "_ref", "_other", "_spec"]).reset_index(drop=True)
 
 
 def format_speculative(table: pd.DataFrame) -> str:
+    """The grid's cell's table, then the decode cell's when measured (`speculative_cell.format_cell`)."""
+    return _format_main(main_cell(table)) + format_cell(cell_table(table))
+
+
+def _format_main(table: pd.DataFrame) -> str:
     label = "tab:speculative"
     if table.empty:
         return empty_table("Self-speculative decoding of the trained runs: not measured.", label,
@@ -117,8 +128,9 @@ def speculative_numbers(spec: pd.DataFrame) -> dict[str, str]:
     its exit), the best speedup over the reference of any arm, the highest ceiling of any arm and exit, and
     the setup; `not measured` where there is no row (or, for the ceilings, no draft-only row)."""
     m: dict[str, str] = {}
-    spec = _with_ceiling(spec)
+    spec, every = main_cell(spec), spec
     for device, prefix in (("cpu", "Cpu"), ("cuda", "Gpu")):
+        m.update(cell_numbers(every, device, prefix))
         found: dict[str, str] = {}
         on = spec[spec["device"] == device] if not spec.empty else spec
         rows = on[on["decoding"] == "speculative"] if not on.empty else on
