@@ -162,7 +162,8 @@ def csv_list(values):
 def bench_args(grid_name):
     """Command-line flags of `python -m sparsedepth.bench` for one grid, from the config (each quoted)."""
     common = (f"--device {q(BENCH['device'])} --threads {q(BENCH['threads'])} --repeats {q(BENCH['repeats'])} "
-              f"--warmup {q(BENCH['warmup'])} --max-seconds {q(BENCH['max_seconds'])}")
+              f"--warmup {q(BENCH['warmup'])} --max-seconds {q(BENCH['max_seconds'])} "
+              f"--processes {q(BENCH['processes'])}")
     if grid_name == "origin":
         return f"--grid origin {common}"
     return (f"{common} --routers {csv_list(BENCH['routers'])} --kinds {csv_list(BENCH['kinds'])} "

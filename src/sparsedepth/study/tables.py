@@ -202,6 +202,17 @@ def format_bench(table: pd.DataFrame, bench: pd.DataFrame, kind: str = "prefill"
         "Ideal": [fmt_num(x) for x in table["ideal_speedup"]],
         "Efficiency": [fmt_num(x) for x in table["efficiency"]],
     })
+    spread = ""
+    if {"speedup_min", "speedup_max", "processes"} <= set(table.columns) and table["processes"].max() > 1:
+        disp["Speedup"] = [f"{fmt_num(x)} [{fmt_num(lo)}--{fmt_num(hi)}]" if finite(lo) else fmt_num(x)
+                           for x, lo, hi in zip(table["speedup"], table["speedup_min"], table["speedup_max"],
+                                                strict=True)]
+        n = fmt_int(table["processes"].max())
+        spread = (f" Times and speedups are medians over {n} fresh processes, the speedup's range across "
+                  "them in brackets.")
+    if "ops_per_call" in table and table["ops_per_call"].notna().any():  # load-independent
+        disp["Ops"] = [fmt_int(x) if finite(x) else "--" for x in table["ops_per_call"]]
+        spread += " Ops: torch operations per call (independent of the machine's load)."
     mfu = ""
     if "mfu" in table and table["mfu"].notna().any():  # model FLOPs utilisation (bench.peak)
         disp["MFU (\\%)"] = [fmt_num(100 * x, 1) for x in table["mfu"]]
@@ -223,7 +234,8 @@ def format_bench(table: pd.DataFrame, bench: pd.DataFrame, kind: str = "prefill"
                "peak activation memory, blocks run per token, speedup over dense measured in the same "
                "process, "
                "ideal speedup (dense FLOPs / routed FLOPs) and efficiency = speedup / ideal. Routers in "
-               f"brackets use a different implementation than per-sample gathering.{mfu}{missing_gpu}")
+               "brackets use a different implementation than per-sample gathering."
+               f"{spread}{mfu}{missing_gpu}")
     return to_latex(pd.concat([keys, disp], axis=1), keys.shape[1], caption, label, keys.shape[1] - 2)
 
 
