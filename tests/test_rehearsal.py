@@ -27,7 +27,7 @@ BUDGETS = {
     "train.checkpoint_every", "train.log_every", "evaluate.max_batches",
     "benchmark.device", "benchmark.batch", "benchmark.seq", "benchmark.decode_prompt", "benchmark.decode_new",
     "benchmark.decode_batch", "benchmark.repeats", "benchmark.warmup", "benchmark.threads",
-    "benchmark.max_seconds", "lm_eval.device", "lm_eval.batch_size", "lm_eval.limit",
+    "benchmark.max_seconds", "benchmark.processes", "lm_eval.device", "lm_eval.batch_size", "lm_eval.limit",
     "speculative.prompts", "speculative.new_tokens", "speculative.repeats", "speculative.warmup",
     "speculative.device", "speculative.threads",
 }
