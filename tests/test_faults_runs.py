@@ -134,13 +134,20 @@ def test_a_failed_train_leaves_no_directory_behind(argv, says, tmp_path, capsys)
 def test_ctrl_c_is_one_line_exit_130_and_the_run_resumes(data_dir, tmp_path):  # noqa: F811
     out = tmp_path / "run"
     argv = ["train", "--out", str(out), "--config", json.dumps(config(data_dir, steps=100_000)), "--quiet"]
+    # pytest-xdist's workers ignore SIGINT and a child inherits that; a user's shell does not
     job = subprocess.Popen([sys.executable, "-m", "sparsedepth", *argv], stderr=subprocess.PIPE, text=True,
-                           env={**os.environ, "PYTHONPATH": SRC})
-    deadline = time.monotonic() + 240
-    while not (out / "checkpoint").exists() and job.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
-    job.send_signal(signal.SIGINT)
-    err = job.communicate(timeout=120)[1]
+                           env={**os.environ, "PYTHONPATH": SRC},
+                           preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "checkpoint").exists() and job.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.05)
+        job.send_signal(signal.SIGINT)
+        err = job.communicate(timeout=300)[1]
+    finally:  # a test that fails must not leave a 100,000-step trainer running
+        if job.poll() is None:
+            job.kill()
+            job.wait()
     assert job.returncode == 130, err
     assert err.count("\n") == 1 and "interrupted" in err and "--auto-resume" in err, err
     assert not (out / ".lock").exists() and not (out / "summary.json").exists()
