@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from ..atomic import write_csv, write_text
+from ..bench.config import BASELINE
 from ..bench.timing import resolve_device
 from ..config import ConfigError
 from . import checks
@@ -58,7 +59,7 @@ def summary_md(machine: dict, shapes: str, results: list[checks.Result], train: 
                   "|---|---|---|---|---|---|---|"]
         lines += [f"| {r['kind']} | {r['batch']} | {r['router']} | {r['speedup']:.2f} | "
                   f"{r['ideal_speedup']:.2f} | {r['efficiency']:.2f} | {r['memory_ratio']:.2f} |"
-                  for r in bench if r["router"] != "dense"]
+                  for r in bench if r["router"] != BASELINE]
     if spec:
         lines += ["", "| decoding | exit | speedup | acceptance | ceiling |", "|---|---|---|---|---|"]
         lines += [f"| {r['decoding']} | {r['exit_layer']} | {r['speedup']:.2f} | {r['acceptance']:.0%} | "

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from ..bench import BenchConfig, run_grid
-from ..bench.config import KINDS
+from ..bench.config import BASELINE, KINDS
 from ..bench.peak import device_peak
 from ..bench.timing import device_name
 from .data import DATASET, prepare_synthetic
@@ -119,7 +119,7 @@ def bench_kinds(device: torch.device, shapes: Shapes, budget_s: float, rows: lis
                       optimizer="adamw", **shapes.bench)
     got, skipped = run_grid(cfg, progress=lambda s: print(f"  bench: {s}", flush=True))
     rows += got
-    missing = [f"{k}/{r}" for k in KINDS for r in ["dense", *ROUTERS]
+    missing = [f"{k}/{r}" for k in KINDS for r in [BASELINE, *ROUTERS]
                if not any(x["kind"] == k and x["router"] == r for x in got)]
     bad = [f"{x['kind']}/{x['router']}" for x in got
            if not (math.isfinite(x["speedup"]) and x["speedup"] > 0 and math.isfinite(x["memory_ratio"]))]
