@@ -148,7 +148,7 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 0
         assert (results / "figures" / f"{name}.png").stat().st_size > 0
     numbers = (results / "tables" / "numbers.tex").read_text()
-    assert "\\newcommand{\\NumRuns}{16}" in numbers and "\\newcommand{\\NumPrimaries}{2}" in numbers
+    assert "\\newcommand{\\NumRuns}{16}" in numbers and "\\newcommand{\\NumPrimaries}{4}" in numbers
     assert "\\newcommand{\\FrontierNumComparisons}{1}" in numbers and "\\FrontierOutcome" in numbers
     assert (results / "tables" / "frontier.tex").stat().st_size > 0
     if build_paper:
