@@ -32,6 +32,7 @@ from .hierarchical import verdict as test_verdict
 from .hypotheses import load_units, unit_kind
 from .results import load
 from .stats import holm
+from .sweeps import budget_part
 
 EXIT_USER_ERROR = 2
 ALPHA = 0.05
@@ -201,7 +202,7 @@ def frontier_tables(runs: pd.DataFrame, units: pd.DataFrame, sweep: dict[str, di
     if absent:
         raise FrontierError(f"arm(s) {', '.join(absent)} not in the runs table (causal rows)")
     budgets = {entry["budget"] for entry in sweep.values()}
-    unknown = sorted(m for m in set(runs["model"]) - set(sweep) if m.split("-")[0] in budgets)
+    unknown = sorted(m for m in set(runs["model"]) - set(sweep) if budget_part(m) in budgets)
     if unknown:  # named like a sweep model ({budget}-{size}) but absent: a mis-wired sweep
         raise FrontierError(f"--sweep has no entry for model(s) {', '.join(unknown)}")
     runs = runs[runs["model"].isin(sweep)]  # a study's own models (not swept) are no part of a profile

@@ -9,6 +9,7 @@ import math
 import pandas as pd
 
 from .latex import NA, escape_latex
+from .sweeps import budget_part
 
 SWEEP_MACROS = ("SweepDataset", "SweepBudgets", "SweepNumBudgets", "SweepNumSizes", "SweepArms",
                 "SweepParams", "SweepTokensPerParam", "SweepMaxEpochs", "SweepNumRuns", "SweepSeeds",
@@ -44,9 +45,9 @@ def sweep_numbers(runs: pd.DataFrame, frontier: pd.DataFrame) -> dict[str, str]:
     dataset = str(confirm["dataset"].iloc[0])
     budgets = confirm.drop_duplicates("budget").sort_values("budget_flops")
     arms = list(dict.fromkeys(confirm["arm"]))
-    models = set(confirm["budget"])  # a sweep run's model is "{budget}-{size}"
+    budgets_run = set(confirm["budget"])
     swept = runs[(runs["dataset"] == dataset) & (runs["mode"] == "causal") & runs["arm"].isin(arms)
-                 & runs["model"].map(lambda name: str(name).split("-")[0] in models)]
+                 & runs["model"].map(lambda name: budget_part(name) in budgets_run)]
     m["SweepDataset"] = escape_latex(dataset)
     m["SweepBudgets"] = _words([f"{escape_latex(b)} = {flops_latex(f)}" for b, f in
                                 zip(budgets["budget"], budgets["budget_flops"], strict=True)])

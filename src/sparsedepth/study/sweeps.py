@@ -24,6 +24,12 @@ def model_name(budget: str, size: str) -> str:
     return f"{budget}{SEP}{size}"
 
 
+def budget_part(model: str) -> str:
+    """The budget a sweep model's name starts with (`C3-d16` → `C3`): how readers of runs.csv, which do not
+    have the study, tell a sweep run's budget."""
+    return str(model).split(SEP)[0]
+
+
 def _section(study: dict) -> dict:
     return study.get("isoflop") or {}
 
