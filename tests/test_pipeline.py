@@ -124,7 +124,8 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
 
     results = tmp_path / "results"
     runs = pd.read_csv(results / "runs.csv")
-    # the sweep: 3 sizes × dense, mod × 2 seeds; at C1-s32 also probe × 2, dense-shallow and early_exit × 1
+    # the sweep: 3 sizes × dense, mod × 2 seeds (mod's window one size up: s24-s40); at C1-s32 also
+    # probe × 2, dense-shallow and early_exit × 1
     assert len(runs[runs["mode"] == "causal"]) == 16
     assert set(runs["arm"]) >= {"dense", "dense-shallow", "probe", "mod", "mod[topk]"}
     assert (runs["tokens_per_param"] > 0).all() and (runs["epochs"] < 1).all()
@@ -136,8 +137,10 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
     assert runs["test_bpb"].notna().all() and (runs["train_flops"] > 0).all()
     stats = pd.read_csv(results / "stats.csv")
     assert {"effect", "ci_low", "ci_high", "p_adj", "mde", "verdict"} <= set(stats.columns)
-    # the two declared primaries at C1-s32; the best-of (mod, probe) also at C1-s16 and C1-s24 (mod alone)
-    assert (stats["family"] == "primary").sum() == 4
+    # the two declared primaries at C1-s32; the best-of (mod, probe) also at C1-s24 (mod alone); nothing at
+    # C1-s16 (dense alone) or C1-s40 (mod alone, no dense to compare with)
+    assert (stats["family"] == "primary").sum() == 3
+    assert set(stats["model"]) == {"C1-s24", "C1-s32"}
     curves = pd.read_csv(results / "curves.csv")
     assert curves["train_flops"].notna().all() and len(curves) >= 7
     bench = pd.read_csv(results / "bench" / "bench.csv")
@@ -148,7 +151,7 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
         assert (results / "figures" / f"{name}.pdf").stat().st_size > 0
         assert (results / "figures" / f"{name}.png").stat().st_size > 0
     numbers = (results / "tables" / "numbers.tex").read_text()
-    assert "\\newcommand{\\NumRuns}{16}" in numbers and "\\newcommand{\\NumPrimaries}{4}" in numbers
+    assert "\\newcommand{\\NumRuns}{16}" in numbers and "\\newcommand{\\NumPrimaries}{3}" in numbers
     assert "\\newcommand{\\FrontierNumComparisons}{1}" in numbers and "\\FrontierOutcome" in numbers
     assert (results / "tables" / "frontier.tex").stat().st_size > 0
     if build_paper:

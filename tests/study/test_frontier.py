@@ -22,19 +22,20 @@ TRUTH = {("enwik8", "C1", "dense"): (2.50, 5.45), ("enwik8", "C1", "mod"): (2.46
          ("shakespeare", "C1", "dense"): (2.20, 5.45), ("shakespeare", "C1", "mod"): (2.21, 5.45)}
 
 
-def write_grid(root, seeds=(0, 1, 2), n_docs=30):
-    """runs.csv, every run's units.csv and the sweep JSON of a 2-budget × 4-size × 2-arm grid."""
+def write_grid(root, seeds=(0, 1, 2), n_docs=30, window=lambda budget, arm: SIZES):
+    """runs.csv, every run's units.csv and the sweep JSON of a 2-budget × 4-size × 2-arm grid (`window`:
+    each (budget, arm)'s sizes, {name: params})."""
     rng = np.random.default_rng(0)
     doc_bytes = {ds: rng.integers(2000, 12000, n_docs).astype(float) for ds in ("enwik8", "shakespeare")}
     runs, units, sweep = [], [], {}
     for (ds, budget, arm), (f0, x_star) in TRUTH.items():
-        for size, n in SIZES.items():
+        for size, n in window(budget, arm).items():
             model = f"{budget}-{size}"
             sweep[model] = {"budget": budget, "budget_flops": BUDGETS[budget], "size": size}
             for seed in seeds:
                 bpb = f0 + 0.3 * (math.log10(n) - x_star) ** 2 + 0.004 * rng.standard_normal()
                 run_dir = root / "runs" / model / arm / ds / f"seed{seed}"
-                run_dir.mkdir(parents=True)
+                run_dir.mkdir(parents=True, exist_ok=True)
                 per_doc = bpb + 0.01 * rng.standard_normal(n_docs)
                 nats = per_doc * math.log(2) * doc_bytes[ds]
                 pd.DataFrame({"mode": "causal", "split": "test", "doc": range(n_docs), "segment": 0,
@@ -92,6 +93,29 @@ def test_frontier_recovers_the_known_optima_and_flags_the_unbracketed(grid):
     assert c1.loc["mod", "p_adj"] == pytest.approx(min(1.0, 2 * c1.loc["mod", "p"]))
     sh = fr[(fr["dataset"] == "shakespeare") & (fr["arm"] == "mod")].iloc[0]
     assert sh["family"] == "exploratory" and sh["correction"] == "bh"
+
+
+def test_each_arm_may_have_its_own_window_of_sizes(tmp_path):
+    """Mod at C2 peaks past d96: its own window (d64-d384) brackets it, while dense keeps d32-d96."""
+    wider = {"d64": 4.0e5, "d96": 9.0e5, "d192": 3.6e6, "d384": 1.44e7}
+    runs, units, sweep = write_grid(tmp_path, window=lambda b, a: wider if (b, a) == ("C2", "mod") else SIZES)
+    assert run_cli(tmp_path, runs, units, sweep) == 0
+    fr = pd.read_csv(tmp_path / "frontier.csv")
+    c2 = fr[(fr["dataset"] == "enwik8") & (fr["budget"] == "C2")].set_index("arm")
+    assert c2.loc["mod", "bracketed"] and math.log10(c2.loc["mod", "n_star"]) == pytest.approx(6.40, abs=0.1)
+    assert c2.loc["mod", "effect"] == pytest.approx(-0.02, abs=0.01)
+    prof = pd.read_csv(tmp_path / "isoflop.csv")
+    assert set(prof[(prof["budget"] == "C2") & (prof["arm"] == "mod")]["size"]) == set(wider)
+    assert set(prof[(prof["budget"] == "C2") & (prof["arm"] == "dense")]["size"]) == set(SIZES)
+
+
+def test_arms_with_windows_of_different_lengths_are_one_line(tmp_path, capsys):
+    fewer = {k: v for k, v in SIZES.items() if k != "d32"}
+    runs, units, sweep = write_grid(tmp_path, window=lambda b, arm: fewer if arm == "mod" else SIZES)
+    assert run_cli(tmp_path, runs, units, sweep) != 0
+    err = capsys.readouterr().err.strip()
+    assert "ran different numbers of sizes (dense 4, mod 3)" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "frontier.csv").exists()
 
 
 def test_table_and_macros(grid):

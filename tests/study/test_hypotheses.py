@@ -73,6 +73,16 @@ def test_best_of_multiplies_its_p_values_by_the_number_of_candidates(tmp_path):
     assert b["effect"] == pytest.approx(a["effect"])
 
 
+def test_a_cell_without_the_baseline_is_not_compared(tmp_path):
+    """Per-arm sweep windows leave sizes where only the routed arms ran: nothing to compare there."""
+    runs, paths = synthetic_study(tmp_path, seeds=range(3))
+    lone = runs[runs["arm"] != "dense"].assign(model="M2")
+    table = run_hypotheses(pd.concat([runs, lone]), load_units(paths, runs).pipe(
+        lambda u: pd.concat([u, u[u["arm"] != "dense"].assign(model="M2")])), [], baseline="dense",
+        mde_simulations=100)
+    assert set(table["model"]) == {"M"} and len(table) == len(EFFECTS) - 1
+
+
 def test_unknown_arm_in_a_primary_is_one_clear_error(tmp_path):
     runs, paths = synthetic_study(tmp_path, seeds=range(2))
     with pytest.raises(HypothesisError, match="nope is not an arm"):

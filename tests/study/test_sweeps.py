@@ -82,13 +82,23 @@ def test_the_study_budget_still_sets_its_own_models():
 
 def test_sweep_is_what_the_frontier_rule_reads():
     models = sweeps.models(study())
-    assert models["C3-d48"] == {"budget": "C3", "budget_flops": 3e11, "size": "d48", "datasets": ["enwik8"]}
+    assert models["C3-d48"] == {"budget": "C3", "budget_flops": 3e11, "size": "d48", "datasets": ["enwik8"],
+                                "variants": ["dense", "mod"]}
     assert len(models) == 6
 
 
 def test_a_budget_may_sweep_its_own_window_of_sizes():
     s = study(lambda s: s["isoflop"]["budgets"]["C3"].update(sizes=["d32", "d48"]))
     assert sorted(sweeps.models(s)) == ["C1-d16", "C1-d32", "C1-d48", "C3-d32", "C3-d48"]
+
+
+def test_each_arm_may_sweep_its_own_window_of_as_many_sizes():
+    s = study(lambda s: s["isoflop"]["budgets"]["C1"].update(sizes={"dense": ["d16", "d32"],
+                                                                     "mod": ["d32", "d48"]}))
+    swept = {(k.model, k.variant) for k in run_keys(s) if k.model.startswith("C1") and k.dataset == "enwik8"}
+    assert swept == {("C1-d16", "dense"), ("C1-d32", "dense"), ("C1-d32", "mod"), ("C1-d48", "mod")}
+    assert sweeps.models(s)["C1-d16"]["variants"] == ["dense"]
+    assert {k.model for k in run_keys(s) if k.model.startswith("C3")} == {"C3-d16", "C3-d32", "C3-d48"}
 
 
 def test_a_second_domain_may_be_swept_with_fewer_seeds():
@@ -110,6 +120,12 @@ def test_expansion_is_idempotent():
     (lambda s: s["isoflop"]["budgets"]["C1"].update(sizes=["d16", "d8"]),
      r"C1.sizes: unknown size\(s\) \['d8'\]"),
     (lambda s: s["isoflop"]["datasets"].update(enwik8=["C9"]), r"unknown budget\(s\) \['C9'\]"),
+    (lambda s: s["isoflop"]["budgets"]["C1"].update(sizes={"dense": ["d16", "d32"], "mod": ["d32"]}),
+     "C1.sizes: every arm's window needs as many sizes"),
+    (lambda s: s["isoflop"]["budgets"]["C1"].update(sizes={"dense": ["d16", "d32"]}),
+     "C1.sizes: per-arm windows must name exactly the swept variants"),
+    (lambda s: s["isoflop"]["budgets"]["C1"].update(sizes={"dense": ["d16"], "mod": ["d8"]}),
+     r"C1.sizes: unknown size\(s\) \['d8'\]"),
     (lambda s: s["isoflop"].update(variants=["dense", "nope"]), r"isoflop.variants: \['nope'\]"),
     (lambda s: s["isoflop"].update(seeds={"shakespeare": [7]}), "isoflop.seeds.shakespeare"),
     (lambda s: s["variants"]["probe"].update(models=["C7-d32"]), r"variants.probe.models: \['C7-d32'\]"),

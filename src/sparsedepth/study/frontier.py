@@ -78,9 +78,10 @@ def read_sweep(text: str) -> dict[str, dict]:
     return sweep
 
 
-def _budget_arrays(units: pd.DataFrame, runs: pd.DataFrame, models: list[str], arms: list[str], kind: str,
-                   where: str):
-    """nats [A, K, S, U] on the seeds every (arm, size) shares, bytes [U], log10 params [A, K], seeds."""
+def _budget_arrays(units: pd.DataFrame, runs: pd.DataFrame, windows: list[list[str]], arms: list[str],
+                   kind: str, where: str):
+    """nats [A, K, S, U] on the seeds every (arm, size) shares, bytes [U], log10 params [A, K], seeds;
+    arm a's K sizes are `windows[a]` (its own window, smallest first)."""
     nats = units.groupby(["arm", "model", "seed", kind])["nats"].sum().unstack(kind)
     byte_rows = units.groupby(["arm", "model", "seed", kind])["bytes"].sum().unstack(kind)
     if nats.isna().any().any():
@@ -88,7 +89,7 @@ def _budget_arrays(units: pd.DataFrame, runs: pd.DataFrame, models: list[str], a
     if not (byte_rows.nunique(axis=0) == 1).all():
         raise FrontierError(f"{where}: runs disagree on the bytes of a {kind}")
     seeds = None
-    for arm in arms:
+    for arm, models in zip(arms, windows, strict=True):
         for model in models:
             if (arm, model) not in nats.index.droplevel("seed"):
                 raise FrontierError(f"{where}: arm {arm} has no scored run of model {model}")
@@ -98,9 +99,10 @@ def _budget_arrays(units: pd.DataFrame, runs: pd.DataFrame, models: list[str], a
         raise FrontierError(f"{where}: no seed is shared by every arm and size")
     seeds = sorted(seeds)
     array = np.stack([np.stack([nats.loc[(arm, model)].loc[seeds].to_numpy(float) for model in models])
-                      for arm in arms])
+                      for arm, models in zip(arms, windows, strict=True)])
     params = runs.groupby(["arm", "model"])["n_params"].mean()
-    log_n = np.log10([[params[(arm, model)] for model in models] for arm in arms])
+    log_n = np.log10([[params[(arm, model)] for model in models] for arm, models in zip(arms, windows,
+                                                                                          strict=True)])
     return array, byte_rows.iloc[0].to_numpy(float), log_n, seeds
 
 
@@ -115,14 +117,29 @@ def _no_number(_) -> float:
     return np.nan
 
 
-def _budget_rows(runs, units, sweep, dataset, budget, models, arms, split, kind, level, n_resamples, seed):
+def _windows(runs: pd.DataFrame, arms: list[str], where: str) -> list[list[str]]:
+    """Each arm's sizes at one budget (the models it ran, smallest first): shared, or its own window
+    (`sweeps.windows`), of one length for every arm, as the estimator fits each arm on K sizes."""
+    windows = []
+    for arm in arms:
+        smallest = runs[runs["arm"] == arm].groupby("model")["n_params"].min()
+        windows.append(sorted(smallest.index, key=smallest.get))
+    if len({len(w) for w in windows}) > 1:
+        raise FrontierError(f"{where}: the arms ran different numbers of sizes "
+                            f"({', '.join(f'{a} {len(w)}' for a, w in zip(arms, windows, strict=True))}); "
+                            "each arm's window needs as many")
+    return windows
+
+
+def _budget_rows(runs, units, sweep, dataset, budget, arms, split, kind, level, n_resamples, seed):
     where = f"{dataset}/{budget}"
-    nats, b, log_n, seeds = _budget_arrays(units, runs, models, arms, kind, where)
+    windows = _windows(runs, arms, where)
+    nats, b, log_n, seeds = _budget_arrays(units, runs, windows, arms, kind, where)
     out = isoflop.estimate(nats, b, log_n, level=level, n_resamples=n_resamples, seed=seed)
     n_arms, n_sizes = log_n.shape
     per_seed = nats.sum(-1) / (isoflop.LN2 * b.sum())  # [A, K, S]
     tpp = _tokens_per_param(runs)
-    flops = sweep[models[0]]["budget_flops"]
+    flops = sweep[windows[0][0]]["budget_flops"]
     unit = "document" if kind == "doc" else "segment"
     common = {"dataset": dataset, "budget": budget, "budget_flops": flops, "split": split, "unit": unit}
     profile_rows = [{**common, "arm": arm, "size": sweep[model]["size"], "model": model,
@@ -130,7 +147,7 @@ def _budget_rows(runs, units, sweep, dataset, budget, models, arms, split, kind,
                      "bpb_sd": per_seed[a, k].std(ddof=1) if len(seeds) > 1 else np.nan,
                      "bpb_min": per_seed[a, k].min(), "bpb_max": per_seed[a, k].max(), "n_seeds": len(seeds),
                      "tokens_per_param": tpp.get((arm, model), np.nan)}
-                    for a, arm in enumerate(arms) for k, model in enumerate(models)]
+                    for a, arm in enumerate(arms) for k, model in enumerate(windows[a])]
     est, lo, hi = out["estimate"], out["ci_low"], out["ci_high"]
     rows = []
     for a, arm in enumerate(arms):
@@ -146,7 +163,7 @@ def _budget_rows(runs, units, sweep, dataset, budget, models, arms, split, kind,
                "frontier_bpb": keep(est[a]), "frontier_ci_low": keep(lo[a]), "frontier_ci_high": keep(hi[a]),
                "frontier_se": keep(out["se"][a]), "n_star": keep(10 ** est[n_arms + a]),
                "n_star_ci_low": keep(10 ** lo[n_arms + a]), "n_star_ci_high": keep(10 ** hi[n_arms + a]),
-               "best_size": sweep[models[best]]["size"], "best_bpb": out["profile"][a, best]}
+               "best_size": sweep[windows[a][best]]["size"], "best_bpb": out["profile"][a, best]}
         if a:
             j, r = 2 * n_arms + a - 1, 3 * n_arms + a - 2
             both = ok and bool(out["bracketed"][0])
@@ -215,15 +232,13 @@ def frontier_tables(runs: pd.DataFrame, units: pd.DataFrame, sweep: dict[str, di
     for i, ((ds, budget), group) in enumerate(
             runs.assign(budget=runs["model"].map(lambda m: sweep[m]["budget"]))
             .groupby(["dataset", "budget"], sort=True)):
-        smallest = group.groupby("model")["n_params"].min()
-        models = sorted(smallest.index, key=smallest.get)
-        flops = {sweep[m]["budget_flops"] for m in models}
+        flops = {sweep[m]["budget_flops"] for m in set(group["model"])}
         if len(flops) > 1:
             raise FrontierError(f"--sweep: budget {budget} has several budget_flops {sorted(flops)}")
-        here = units[(units["dataset"] == ds) & units["model"].isin(models)]
+        here = units[(units["dataset"] == ds) & units["model"].isin(set(group["model"]))]
         kind = unit_kind(units[units["dataset"] == ds], split, unit)  # per dataset: a few plays → segments
-        p, r = _budget_rows(group, here, sweep, ds, budget, models, wanted, split, kind, 1 - alpha,
-                            n_resamples, seed + i)
+        p, r = _budget_rows(group, here, sweep, ds, budget, wanted, split, kind, 1 - alpha, n_resamples,
+                            seed + i)
         family = "primary" if ds == dataset else "exploratory"
         for row in r:
             row["family"] = "reference" if row["arm"] == reference else family

@@ -129,7 +129,8 @@ def run_hypotheses(runs: pd.DataFrame, units: pd.DataFrame, primaries: Sequence[
                     split: str = "test", unit: str = "auto", selection_metric: str = "val_bpb",
                     alpha: float = ALPHA, seed: int = 0, mde_simulations: int = 2000) -> pd.DataFrame:
     """One row per hypothesis and cell: every declared primary where its arms exist, then every other arm
-    against `baseline` (exploratory). Columns: HYPOTHESIS_COLUMNS."""
+    against `baseline` (exploratory) where the baseline ran (an isoFLOP sweep's per-arm windows leave
+    sizes without it). Columns: HYPOTHESIS_COLUMNS."""
     kind = unit_kind(units, split, unit)
     arms = set(runs["arm"])
     for spec in primaries:
@@ -153,7 +154,7 @@ def run_hypotheses(runs: pd.DataFrame, units: pd.DataFrame, primaries: Sequence[
             rows.append({**cell, "hypothesis": _label(spec), "family": "primary", "arm": arm,
                          "reference": spec["reference"], "candidates": len(candidates)})
             covered.add((cell["model"], cell["dataset"], arm, spec["reference"]))
-        for arm in sorted(in_cell - {baseline}):
+        for arm in sorted(in_cell - {baseline}) if baseline in in_cell else []:  # per-arm sweep windows
             if (cell["model"], cell["dataset"], arm, baseline) not in covered:
                 rows.append({**cell, "hypothesis": f"{arm} vs {baseline}", "family": "exploratory",
                              "arm": arm, "reference": baseline, "candidates": 1})

@@ -13,7 +13,7 @@ from .sweeps import budget_part
 
 SWEEP_MACROS = ("SweepDataset", "SweepBudgets", "SweepNumBudgets", "SweepNumSizes", "SweepArms",
                 "SweepParams", "SweepTokensPerParam", "SweepMaxEpochs", "SweepNumRuns", "SweepSeeds",
-                "SweepTestTokens", "SweepTestShare")
+                "SweepTestTokens", "SweepTestShare", "SweepOtherDomains", "SweepExplore")
 
 
 def flops_latex(flops: float) -> str:
@@ -54,6 +54,7 @@ def sweep_numbers(runs: pd.DataFrame, frontier: pd.DataFrame) -> dict[str, str]:
     m["SweepNumBudgets"] = str(len(budgets))
     m["SweepNumSizes"] = _fmt_range(confirm["n_sizes"])
     m["SweepArms"] = _words([f"\\texttt{{{escape_latex(a)}}}" for a in arms])
+    m.update(_around(runs, frontier, arms))
     if swept.empty:
         return m
     m["SweepParams"] = f"{_fmt_range(swept['n_params'] / 1e3, 1)}\\,k"
@@ -68,3 +69,30 @@ def sweep_numbers(runs: pd.DataFrame, frontier: pd.DataFrame) -> dict[str, str]:
     if "epochs" in swept and swept["epochs"].notna().any():
         m["SweepMaxEpochs"] = f"{swept['epochs'].max():.3f}"
     return m
+
+
+def _seeds(runs: pd.DataFrame) -> str:
+    n = runs["seed"].nunique()
+    return f"{n} seed" + ("s" if n > 1 else "")
+
+
+def _around(runs: pd.DataFrame, frontier: pd.DataFrame, arms: list[str]) -> dict[str, str]:
+    """The sentences around the primaries: which other corpora were swept (`SweepOtherDomains`) and where
+    the arms outside the frontier ran (`SweepExplore`), from the runs that exist."""
+    causal = runs[runs["mode"] == "causal"] if "mode" in runs else runs
+    budgets = set(frontier["budget"])
+    on_sweep = causal[causal["model"].map(lambda name: budget_part(name) in budgets)]
+    other = frontier[frontier["family"] == "exploratory"]
+    sentences = []
+    for dataset, rows in other.groupby("dataset", sort=False):
+        done = on_sweep[(on_sweep["dataset"] == dataset) & on_sweep["arm"].isin(arms)]
+        budgets = _words(sorted(map(escape_latex, set(rows["budget"]))))
+        name = escape_latex(str(dataset)).capitalize()
+        sentences.append(f"{name} is swept at {budgets} with {_seeds(done)}, as a "
+                         "second kind of text (exploratory).")
+    out = {"SweepOtherDomains": " ".join(sentences) or "No second corpus is swept in this study."}
+    rest = on_sweep[~on_sweep["arm"].isin(arms)]
+    if not rest.empty:
+        cells = sorted({f"{m} on {d}" for m, d in zip(rest["model"], rest["dataset"], strict=True)})
+        out["SweepExplore"] = f"at {_words([escape_latex(c) for c in cells])} with {_seeds(rest)}"
+    return out

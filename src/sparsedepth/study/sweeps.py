@@ -8,9 +8,14 @@ named `{budget}-{size}` (e.g. `C3-d64`), whose runs get the budget as absolute F
 `study.grid` apply unchanged: arms that skip blocks take more steps) and which runs only on the datasets
 that budget is declared for. Seeds stay shared, so at a (budget, size, seed) every arm is paired.
 
-Which variants run where: a variant named in `isoflop.variants` runs on every sweep model; any other
-variant runs on the study's own `models:` (not the sweep's) unless its `models:` names sweep models
-explicitly — how an exploratory arm runs at one (budget, size) only.
+Which variants run where: a variant named in `isoflop.variants` runs on every sweep model of its window;
+any other variant runs on the study's own `models:` (not the sweep's) unless its `models:` names sweep
+models explicitly — how an exploratory arm runs at one (budget, size) only.
+
+Windows: a budget's `sizes:` is one list for every swept arm, or one list per arm (all of one length, as
+the estimator fits every arm on as many sizes). Per-arm windows save compute where the arms' optima sit
+apart: routed arms peak at larger, cheaper sizes than dense (Mixture-of-Depths Fig. 3), so a shared window
+wide enough to bracket both trains the routed arms at small sizes (the costliest runs) for no purpose.
 """
 
 from __future__ import annotations
@@ -34,18 +39,32 @@ def _section(study: dict) -> dict:
     return study.get("isoflop") or {}
 
 
+def windows(study: dict, budget: str) -> dict[str, list[str]]:
+    """{swept variant: [sizes]} at `budget`: its `sizes:` list for every arm, its per-arm lists, or (no
+    `sizes:`) every size of the sweep."""
+    section = _section(study)
+    sizes = section["budgets"][budget].get("sizes", list(section.get("sizes", {})))
+    if isinstance(sizes, dict):
+        return {v: list(sizes.get(v, [])) for v in section.get("variants", [])}
+    return {v: list(sizes) for v in section.get("variants", [])}
+
+
 def models(study: dict) -> dict[str, dict]:
-    """{model: {"budget", "budget_flops", "size", "datasets"}} for every sweep model (empty without a
-    sweep): what the frontier rule needs to group runs into profiles (handed to it as `--sweep JSON`).
-    A budget sweeps its own `sizes:` (default: all), so the window can move with the budget as
-    Chinchilla's does and the optimum stays inside it."""
+    """{model: {"budget", "budget_flops", "size", "datasets", "variants"}} for every sweep model (empty
+    without a sweep): what the frontier rule needs to group runs into profiles (handed to it as `--sweep
+    JSON`); `variants`: the swept arms whose window holds the size. A budget sweeps its own `sizes:`
+    (default: all), so the window can move with the budget as Chinchilla's does and the optimum stays
+    inside it."""
     section = _section(study)
     out: dict[str, dict] = {}
     for budget, spec in section.get("budgets", {}).items():
         datasets = [d for d, budgets in section.get("datasets", {}).items() if budget in budgets]
-        for size in spec.get("sizes", list(section.get("sizes", {}))):
-            out[model_name(budget, size)] = {"budget": budget, "budget_flops": float(spec["flops"]),
-                                             "size": size, "datasets": datasets}
+        window = windows(study, budget)
+        for size in section.get("sizes", {}):
+            arms = [v for v, sizes in window.items() if size in sizes]
+            if arms:
+                out[model_name(budget, size)] = {"budget": budget, "budget_flops": float(spec["flops"]),
+                                                 "size": size, "datasets": datasets, "variants": arms}
     return out
 
 
@@ -56,11 +75,24 @@ def check(study: dict) -> None:
     if not section:
         return
     budgets = section["budgets"]
+    unknown = [v for v in section["variants"] if v not in study["variants"]]
+    if unknown:
+        raise ConfigError(f"isoflop.variants: {unknown} not among the study's variants")
     for budget, spec in budgets.items():
-        unknown = [z for z in spec.get("sizes", []) if z not in section["sizes"]]
-        if unknown:
-            raise ConfigError(f"isoflop.budgets.{budget}.sizes: unknown size(s) {unknown}; isoflop.sizes has "
-                              f"{', '.join(section['sizes'])}")
+        where = f"isoflop.budgets.{budget}.sizes"
+        per_arm = spec.get("sizes") if isinstance(spec.get("sizes"), dict) else {}
+        if per_arm and set(per_arm) != set(section["variants"]):
+            raise ConfigError(f"{where}: per-arm windows must name exactly the swept variants "
+                              f"({', '.join(section['variants'])}), got {', '.join(per_arm)}")
+        window = windows(study, budget)
+        for sizes in window.values():
+            unknown = [z for z in sizes if z not in section["sizes"]]
+            if unknown:
+                raise ConfigError(f"{where}: unknown size(s) {unknown}; isoflop.sizes has "
+                                  f"{', '.join(section['sizes'])}")
+        if len({len(sizes) for sizes in window.values()}) > 1:
+            raise ConfigError(f"{where}: every arm's window needs as many sizes (the estimator fits each arm "
+                              f"on K sizes), got {({a: len(z) for a, z in window.items()})}")
     for dataset, listed in section["datasets"].items():
         if dataset not in study["datasets"]:
             raise ConfigError(f"isoflop.datasets: {dataset!r} is not one of the study's datasets "
@@ -74,9 +106,6 @@ def check(study: dict) -> None:
         if dataset not in section["datasets"] or extra:
             raise ConfigError(f"isoflop.seeds.{dataset}: must name a swept dataset and a subset of the "
                               f"study's seeds {study['seeds']}")
-    unknown = [v for v in section["variants"] if v not in study["variants"]]
-    if unknown:
-        raise ConfigError(f"isoflop.variants: {unknown} not among the study's variants")
     for name, spec in study["variants"].items():
         named = [m for m in spec.get("models", []) if SEP in m and m not in models(study)
                  and m not in study.get("models", {})]
@@ -122,16 +151,17 @@ def budget_of(study: dict, model: str) -> dict | None:
 
 def runs_on(study: dict, variant: str, model: str, dataset: str) -> bool:
     """Whether `variant` runs on `model` × `dataset` in a study with a sweep (see the module docstring):
-    on a sweep model, if that model's budget is declared for the dataset and the variant is swept or names
-    the model; on one of the study's own models, if the variant names it, or names no models and is not
-    swept. A variant's `datasets:` restricts both."""
+    on a sweep model, if that model's budget is declared for the dataset and the variant is swept there (the
+    size is in its window) or names the model; on one of the study's own models, if the variant names it,
+    or names no models and is not swept. A variant's `datasets:` restricts both."""
     spec = study["variants"][variant]
     if dataset not in spec.get("datasets", [dataset]):
         return False
     swept = variant in _section(study).get("variants", [])
     info = models(study).get(model)
     if info is not None:
-        return dataset in info["datasets"] and (swept or model in spec.get("models", []))
+        return dataset in info["datasets"] and ((swept and variant in info["variants"])
+                                                or model in spec.get("models", []))
     return model in spec["models"] if "models" in spec else not swept
 
 
