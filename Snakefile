@@ -8,7 +8,7 @@ from snakemake.utils import min_version, validate
 min_version("9.0")
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))  # the library, even without `pip install -e .`
-from sparsedepth.study import grid  # noqa: E402
+from sparsedepth.study import cost, grid  # noqa: E402
 
 
 # The default grid, unless a study is given with --configfile (which then replaces it instead of being
@@ -28,6 +28,8 @@ report: "workflow/report/workflow.rst"
 RUNS = grid.run_keys(config)
 for _key in RUNS:  # every run's TrainConfig must resolve before any job starts
     grid.train_config(config, _key)
+if cost.on_gpu(config) and not (workflow.remote_exec or workflow.subprocess_exec):  # planned here, once
+    print(cost.summary(config, RUNS), file=sys.stderr)  # (a job's own parse stays quiet): GPU-hours
 
 
 include: "workflow/rules/common.smk"

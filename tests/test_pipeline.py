@@ -3,6 +3,7 @@
 
 import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -28,6 +29,13 @@ def test_dry_run_of_each_shipped_grid(config, tmp_path):
                        "--directory", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "paper" in result.stdout and "train" in result.stdout
+    # a GPU grid's plan states what it costs, once (sparsedepth.study.cost); a CPU grid's says nothing
+    costs = [line for line in result.stderr.splitlines() if "GPU-hours" in line]
+    if config == "paper.yaml":
+        assert len(costs) == 1 and re.match(r"paper \(GPU\): \d+ training runs, estimated [\d,.]+ GPU-hours",
+                                            costs[0]), result.stderr
+    else:
+        assert not costs, costs
 
 
 def test_default_grid_is_an_isoflop_study_on_enwik8_with_frontier_primaries():

@@ -19,8 +19,8 @@ from test_pipeline import REPO, snakemake
 from sparsedepth import data
 from sparsedepth.data import SPLITS, load_corpus
 
-# What a rehearsal may change: budgets (steps, batch, evaluation and benchmark sizes), the device, threads,
-# and where the hub corpora come from. Everything else must be the paper's.
+# What a rehearsal may change: budgets (training FLOPs, batch, evaluation and benchmark sizes), the device,
+# threads, and where the hub corpora come from. Everything else must be the paper's.
 BUDGETS = {
     "name", "data_paths", "data_dir", "threads", "budget.steps",
     "train.device", "train.batch_size", "train.warmup_steps", "train.eval_every", "train.eval_batches",
@@ -31,6 +31,11 @@ BUDGETS = {
     "speculative.prompts", "speculative.new_tokens", "speculative.repeats", "speculative.warmup",
     "speculative.device", "speculative.threads",
 }
+BUDGET_FLOPS = re.compile(r"isoflop\.budgets\.\w+\.flops")  # an isoFLOP budget's training FLOPs
+
+
+def _budgets(keys):
+    return {k for k in keys if k in BUDGETS or BUDGET_FLOPS.fullmatch(k)}
 
 
 def _flat(value, prefix=""):
@@ -46,22 +51,27 @@ def test_rehearsal_is_the_paper_grid_with_smaller_budgets():
     paper, rehearsal = (_flat(yaml.safe_load((REPO / "config" / n).read_text()))
                         for n in ("paper.yaml", "rehearsal.yaml"))
     changed = {k for k in paper.keys() | rehearsal.keys() if paper.get(k) != rehearsal.get(k)}
-    assert changed <= BUDGETS, f"the rehearsal changes more than budgets: {sorted(changed - BUDGETS)}"
-    for key in ("models", "variants", "primaries", "seeds", "datasets", "vocab_size", "train.seq_len",
-                "evaluate.segment_tokens", "benchmark.d_model", "benchmark.routers"):
+    extra = sorted(changed - _budgets(changed))
+    assert not extra, f"the rehearsal changes more than budgets: {extra}"
+    for key in ("variants", "primaries", "seeds", "datasets", "vocab_size", "train.seq_len",
+                "isoflop.variants", "isoflop.datasets.enwik8", "isoflop.budgets.C1.sizes.probe",
+                "frontier.arms", "evaluate.segment_tokens", "benchmark.d_model", "benchmark.routers"):
         assert rehearsal[key] == paper[key], key
+    flops = {k for k in paper if BUDGET_FLOPS.fullmatch(k)}
+    assert flops and {k for k in changed if BUDGET_FLOPS.fullmatch(k)} == flops  # every budget shrinks
 
 
 
 def test_rehearsal_slice_is_the_rehearsal_with_fewer_cells():
-    """The slice a small machine runs to the PDF drops cells only (model M, two corpora, three seeds); every
-    arm, shape, budget and protocol is the rehearsal's."""
+    """The slice a small machine runs to the PDF drops cells only (the budgets after C1, one seed); every
+    arm, shape, window, budget and protocol is the rehearsal's."""
     rehearsal, piece = (_flat(yaml.safe_load((REPO / "config" / n).read_text()))
                         for n in ("rehearsal.yaml", "rehearsal-slice.yaml"))
     changed = {k for k in rehearsal.keys() | piece.keys() if rehearsal.get(k) != piece.get(k)}
-    assert changed == {"name", "models", "datasets", "seeds"}, sorted(changed)
-    assert piece["models"] == {"S": rehearsal["models"]["S"]}
-    assert set(piece["datasets"]) == {"tinystories", "wikitext2"} <= set(rehearsal["datasets"])
+    dropped = {k for k in changed if k.startswith(("isoflop.budgets.C3.", "isoflop.budgets.C10."))}
+    assert changed - dropped == {"name", "seeds", "isoflop.datasets.enwik8"}, sorted(changed)
+    assert all(k in rehearsal and k not in piece for k in dropped) and dropped
+    assert piece["isoflop.datasets.enwik8"] == ["C1"] == piece["isoflop.datasets.tinystories"]
     assert set(piece["seeds"]) < set(rehearsal["seeds"]) and len(piece["seeds"]) >= 2
 
 def _job_counts(stdout: str) -> dict[str, int]:
@@ -71,29 +81,31 @@ def _job_counts(stdout: str) -> dict[str, int]:
 
 @pytest.mark.slow
 def test_rehearsal_dry_run_then_a_slice_end_to_end(tmp_path):
-    """The whole paper DAG plans; then hub-shaped TinyStories and WikiText-2 are prepared at the paper's
-    vocabulary through the hub's loading path, and one paper-shaped run trains, evaluates and is scored by
-    lm-eval through its (temporary) export."""
+    """The whole paper DAG plans; then hub-shaped TinyStories is prepared at the paper's (byte-level)
+    vocabulary through the hub's loading path, and one paper-shaped run (C1-d256) trains, evaluates and is
+    scored by lm-eval through its (temporary) export."""
     shutil.copytree(REPO / "paper", tmp_path / "paper", ignore=shutil.ignore_patterns("*.pdf", "*.aux"))
     rehearsal = str(REPO / "config" / "rehearsal.yaml")
     dry = snakemake("-n", "--cores", "2", "--configfile", rehearsal, "--directory", str(tmp_path),
                     timeout=600)
     assert dry.returncode == 0, dry.stdout + dry.stderr
     counts = _job_counts(dry.stdout)
-    assert counts["train"] == counts["evaluate"] == 2 * 9 * 4 * 5  # models × arms × corpora × seeds
-    assert counts["paper"] == 1 and counts["prepare_data"] == 4 and counts["benchmark_grid"] == 2
+    # enwik8: 3 budgets × (5 dense + 5 mod + 5 probe sizes) × 3 seeds, tinystories: C1 × 15 × 2 seeds, and
+    # the 9 exploratory arms at C1-d256 (seed 0)
+    assert counts["train"] == counts["evaluate"] == 3 * 15 * 3 + 15 * 2 + 9 == 174
+    assert counts["paper"] == 1 and counts["prepare_data"] == 2 and counts["benchmark_grid"] == 2
     assert counts["export_hf"] == counts["lm_eval"] == counts["train"]  # the second measurement, every run
 
     subprocess.run([sys.executable, "-m", "sparsedepth.data.snapshot", "results/rehearsal/hub"],
                    cwd=tmp_path, check=True, capture_output=True)
-    run = "results/runs/S/dense/tinystories/seed0"
-    targets = [f"{run}/eval.json", f"{run}/lm_eval.json", "results/data/wikitext2-v16384/meta.json"]
+    run = "results/runs/C1-d256/dense/tinystories/seed0"
+    targets = [f"{run}/eval.json", f"{run}/lm_eval.json"]
     result = snakemake("--cores", "2", "--configfile", rehearsal, "--directory", str(tmp_path), *targets,
                        timeout=900)
     assert result.returncode == 0, result.stdout + result.stderr
-    for name in ("tinystories", "wikitext2"):
-        prepared = tmp_path / "results" / "data" / f"{name}-v16384"
-        assert json.loads((prepared / "meta.json").read_text())["tokenizer_vocab_size"] == 16384  # paper's
+    for name in ("tinystories",):
+        prepared = tmp_path / "results" / "data" / f"{name}-v257"
+        assert json.loads((prepared / "meta.json").read_text())["tokenizer_vocab_size"] == 257  # paper's
         source = json.loads((prepared / "source.json").read_text())
         assert source["location"] == str((tmp_path / "results/rehearsal/hub" / name).resolve())
         assert all(f["name"].endswith(".parquet") for f in source["files"])
@@ -103,7 +115,7 @@ def test_rehearsal_dry_run_then_a_slice_end_to_end(tmp_path):
     evaluation = json.loads((tmp_path / run / "eval.json").read_text())
     assert evaluation["device"] == "cpu" and evaluation["modes"]["causal"]["test"]["n_tokens"] == 2 * 1024
     summary = json.loads((tmp_path / run / "summary.json").read_text())
-    assert summary["device"] == "cpu" and summary["n_params"] > 30_000_000  # S at vocab 16384
+    assert summary["device"] == "cpu" and summary["n_params"] > 6_000_000  # d256 × 8 blocks
 
 
 # --- hub-shaped local corpora ---

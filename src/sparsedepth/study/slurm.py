@@ -37,7 +37,8 @@ CPU_FLOPS_PER_THREAD = 5e9
 GPU_FLOPS = 2e13
 START_MINUTES = 10           # scheduling slack, interpreter + torch import, data loading, checkpoints
 HUB_DATASETS = {"wikipedia", "tinystories", "wikitext2"}  # downloaded and tokenised at scale
-EVAL_TOKENS = {"wikipedia": 1e7, "tinystories": 1e7, "wikitext2": 1e6}  # validation + test, roughly
+EVAL_TOKENS = {"wikipedia": 1e7, "tinystories": 1e7, "wikitext2": 1e6,  # validation + test, roughly
+               "enwik8": 1e7}  # 5 M + 5 M bytes
 EVAL_FLOPS_PER_THREAD = 2e10  # forward only, large batches (on the CPU; on CUDA: GPU_FLOPS, as training)
 
 # Jobs that only read tidy tables or plot: (minutes, MB).
