@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 @dataclass(frozen=True)
 class Shapes:
     name: str
-    # training slice (config/paper.yaml's S model and batch; a fixed number of steps)
+    # training slice (d512 × 8 blocks, a size of config/paper.yaml's sweep, and its batch; fixed steps)
     model: dict = field(default_factory=dict)
     batch_size: int = 32
     seq_len: int = 1024
