@@ -27,8 +27,10 @@ WHEN: dict[str, tuple[str, str]] = {
     "routes_blocks": ("fact", "`make_router` (no routed layers when False: dense), benchmark"),
     "learned": ("fact", "training and tests: whether it has weights the loss trains"),
     "inference_modes": ("fact", "`set_inference`, evaluation (a row per mode), HF wrapper; causal first"),
-    "training_plan": ("fact", "FLOP tests: how near the training FLOP plan is to a real step"),
-    "shared_options": ("fact", "option tests: which of gating, temperature, curriculum it takes"),
+    "training_plan": ("fact", "FLOP tests, their tolerance for plan / real step: `exact` (top-k, fixed "
+                      "rules), `expected` (random drops), `budget` (gates at their target once trained)"),
+    "shared_options": ("fact", "option tests (parametrized over it): which of `gating`, `temperature`, "
+                       "`curriculum` its constructor takes"),
     "uniform_routing": ("fact", "generic tests: modes whose rule routes a sample's tokens alike by design"),
     "reset_parameters": ("hook", "model construction, once, after the trunk is initialised"),
     "attach": ("hook", "model construction, once: the shared read-out"),
