@@ -89,8 +89,8 @@ class Router(nn.Module):
     Must provide: `name` and `decide`. Everything else is a hook with a default here; the full list, with
     signatures and when each is called, is generated into docs/CONTRACT.md by `python -m
     sparsedepth.routing.contract` (a test fails when the two differ). A subclass defined in a module of
-    this package with its own `name` is registered by that alone (`routing/__init__.py` imports every module).
-    """
+    this package with its own `name` is registered once `routing/__init__.py` imports its module (a test
+    fails when one is missing)."""
 
     name: ClassVar[str] = "base"
     causal_in_training: ClassVar[bool] = True
