@@ -18,6 +18,47 @@ def make(router: str, cfg: ModelConfig, capacity: float = 0.5, seed: int = 0, **
     return build_model(cfg, router=router, capacity=1.0 if router == "dense" else capacity, **options)
 
 
+def spread(model, idx: torch.Tensor, check: torch.Tensor | None = None, scale: float = 100.0,
+           trunk: float = 10.0):
+    """Give an untrained model weights that route non-uniformly, then check that they do on `check`
+    (default `idx`) in the model's current mode: at the default initialisation (std 0.02) a learned router's
+    scores barely vary across tokens (every token of a halting router stopped after the same block), blocks
+    barely change the state (so an early exit's confidence is the same at every layer), and a generic test
+    on uniform routing passes vacuously. Every router weight matrix is redrawn with std `scale`/√fan-in
+    (states are ~0.02 per dimension, so scores spread by ~2), the blocks' matrices are scaled by `trunk`,
+    then `fit_capacity` on `idx` puts the router back at its capacity (modes are restored)."""
+    from sparsedepth.bench import calibrate
+
+    g = torch.Generator().manual_seed(11)
+    with torch.no_grad():
+        for p in model.router.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g) * scale / p.shape[-1] ** 0.5)
+        for p in model.blocks.parameters():
+            if p.dim() > 1:
+                p.mul_(trunk)
+    calibrate(model, idx)
+    with torch.no_grad():
+        assert_nonuniform(model, model(idx if check is None else check))
+    return model
+
+
+def assert_nonuniform(model, out, minimum: int = 3) -> None:
+    """At least `minimum` different routing patterns (sets of routed blocks run) among the tokens of every
+    sample: the routing a generic test ran on was not uniform. In a mode where a router's rule routes a
+    sample's tokens alike by design (`uniform_routing`) it must do so instead; dense routes nothing."""
+    router = model.router
+    if not router.routes_blocks:
+        return
+    ran = out.routing[..., router.routed_layers]  # [B, T, n]
+    patterns = [torch.unique(sample, dim=0).shape[0] for sample in ran]
+    if ("training" if model.training else "inference") in router.uniform_routing:
+        assert max(patterns) == 1, f"{router.name}: declared uniform in this mode, routed {patterns}"
+        return
+    assert min(patterns) >= minimum, (f"{router.name}: only {patterns} routing patterns per sample "
+                                      f"(≥ {minimum} needed): the test would run on uniform routing")
+
+
 def tokens(cfg: ModelConfig, batch: int = 3, length: int = 48, seed: int = 1) -> torch.Tensor:
     return torch.randint(0, cfg.vocab_size, (batch, length), generator=torch.Generator().manual_seed(seed))
 

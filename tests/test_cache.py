@@ -3,7 +3,7 @@ head (`logits_to_keep`) computes exactly the kept positions' logits."""
 
 import pytest
 import torch
-from conftest import ROUTED, make, tokens
+from conftest import ROUTED, make, spread, tokens
 
 from sparsedepth import ModelConfig
 from sparsedepth.bench import BenchConfig, calibrate, decode_case, make_model
@@ -75,8 +75,8 @@ def test_mod_cache_is_at_most_60_percent_of_dense_after_a_long_prompt(batch):
 
 @pytest.mark.parametrize("router", ["dense", *ROUTED])
 def test_logits_to_keep_is_the_tail_of_the_full_logits(router, tiny_cfg):
-    model = make(router, tiny_cfg, capacity=0.4).eval()
     seq = tokens(tiny_cfg, batch=2, length=20)
+    model = spread(make(router, tiny_cfg, capacity=0.4).eval(), tokens(tiny_cfg), seq)
     with torch.no_grad():
         full = model(seq)
         lean = model(seq, logits_to_keep=3)
@@ -96,27 +96,33 @@ def test_stacked_prefill_rows_keep_each_prompt_and_size_by_the_longest(tiny_cfg)
         assert c.k.shape[0] == 2 and c.capacity >= int(c.lengths.max())
 
 
-@pytest.mark.parametrize("router", ["threshold", "mod"])
+@pytest.mark.parametrize("router", ROUTED)
 def test_chunks_where_some_samples_skip_a_block_append_in_place(router, tiny_cfg, monkeypatch):
     """Multi-token chunks in which some samples keep no token for a block (the row-subset path, whose
-    cache rows are written in place) decode like the full forward pass."""
+    cache rows are written in place) decode like the full forward pass, in every router's causal rule."""
     import sparsedepth.skipping as model_module
 
     calls = []
     original = model_module._apply_rows
     monkeypatch.setattr(model_module, "_apply_rows",
                         lambda *a, **k: calls.append(a[4] is not None) or original(*a, **k))
-    model = make(router, tiny_cfg, capacity=0.15).eval()
-    if "causal" in model.router.inference_modes:
-        model.router.set_inference("causal")
     seq = tokens(tiny_cfg, batch=4, length=40, seed=3)
+    model = make(router, tiny_cfg, capacity=0.3).eval()
+    model.router.set_inference("causal")
+    spread(model, tokens(tiny_cfg), seq)
     with torch.no_grad():
         full = model(seq)
         cache = KVCache.empty(model, 4)
         steps = [model(seq[:, t:t + 2], cache=cache).logits for t in range(0, 40, 2)]
     torch.testing.assert_close(torch.cat(steps, 1), full.logits, atol=3e-5, rtol=1e-4)
-    torch.testing.assert_close(cache.lengths().float(), full.layer_counts)
-    assert any(calls)  # some chunk ran a block on a subset of the samples, with a ragged gather plan
+    # the cache holds the tokens that ran each block; with state propagation every token gives K/V
+    held = torch.full_like(full.layer_counts, 40) if model.router.propagates_state else full.layer_counts
+    torch.testing.assert_close(cache.lengths().float(), held)
+    # the row-subset path runs exactly when, in some chunk, some samples keep no token for a block and
+    # others do (a rule whose skipped tokens still give K/V runs the block on every sample)
+    kept = full.routing[..., model.router.routed_layers].unflatten(1, (20, 2)).any(2)  # [B, chunk, n]
+    ragged = bool((kept.any(0) & ~kept.all(0)).any()) and not model.router.propagates_state
+    assert any(calls) == ragged
 
 
 @pytest.mark.parametrize("picked", [[2], [0, 3], [1, 3, 5], [0, 1, 4]])

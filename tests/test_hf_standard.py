@@ -6,7 +6,7 @@ import sys
 
 import pytest
 import torch
-from conftest import tokens
+from conftest import spread, tokens
 
 from sparsedepth import ROUTERS
 from sparsedepth.hf import RoutedCache, SparseDepthConfig, SparseDepthForCausalLM
@@ -20,7 +20,9 @@ def hf_model(case: str, tiny_cfg, seed: int = 0, **extra) -> SparseDepthForCausa
     capacity = 1.0 if spec["router"] == "dense" else 0.4
     torch.manual_seed(seed)
     config = SparseDepthConfig(**vars(tiny_cfg), capacity=capacity, **spec, **extra)
-    return SparseDepthForCausalLM(config).eval()
+    model = SparseDepthForCausalLM(config).eval()
+    spread(model.model, tokens(tiny_cfg))  # non-uniform routing (checked)
+    return model
 
 
 def repeated_prompt(tiny_cfg, length: int = 12):

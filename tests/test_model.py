@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from conftest import ROUTED, make, tokens
+from conftest import ROUTED, assert_nonuniform, make, spread, tokens
 
 from sparsedepth import ROUTERS, ConfigError, ModelConfig, build_model
 from sparsedepth.evaluate import batch_leak, causality_violation
@@ -18,9 +18,10 @@ def _train_mode_causal(name: str) -> bool:
 
 @pytest.mark.parametrize("router", list(ROUTERS))
 def test_public_api_shapes(router, tiny_cfg):
-    model = make(router, tiny_cfg)
     idx = tokens(tiny_cfg)
+    model = spread(make(router, tiny_cfg), idx)
     out = model(idx, targets=idx)
+    assert_nonuniform(model, out)
     assert out.logits.shape == (3, 48, tiny_cfg.vocab_size)
     assert out.loss.ndim == 0 and torch.isfinite(out.loss)
     assert out.layers_per_token.shape == (3, 48)
@@ -32,16 +33,16 @@ def test_public_api_shapes(router, tiny_cfg):
 
 @pytest.mark.parametrize("router", list(ROUTERS))
 def test_causal_in_eval(router, tiny_cfg):
-    model = make(router, tiny_cfg).eval()
     idx = tokens(tiny_cfg)
+    model = spread(make(router, tiny_cfg).eval(), idx)
     for t in (0, 10, 30, 46):
         assert causality_violation(model, idx, t) < TOL, f"{router} leaks the future into position {t}"
 
 
 @pytest.mark.parametrize("router", [r for r in ROUTERS if ROUTERS[r].causal_in_training])
 def test_causal_in_training_mode(router, tiny_cfg):
-    model = make(router, tiny_cfg).train()
     idx = tokens(tiny_cfg)
+    model = spread(make(router, tiny_cfg).train(), idx)
     for t in (5, 30):
         assert causality_violation(model, idx, t) < TOL
 
@@ -65,8 +66,8 @@ def test_mod_topk_is_documented_non_causal_and_keeps_exactly_k(tiny_cfg):
 @pytest.mark.parametrize("router", list(ROUTERS))
 @pytest.mark.parametrize("training", [True, False])
 def test_no_information_crosses_batch_items(router, training, tiny_cfg):
-    model = make(router, tiny_cfg).train(training)
     idx = tokens(tiny_cfg, batch=4)
+    model = spread(make(router, tiny_cfg).train(training), idx)
     for sample in (0, 3):
         assert batch_leak(model, idx, sample) < TOL
 
@@ -74,10 +75,11 @@ def test_no_information_crosses_batch_items(router, training, tiny_cfg):
 @pytest.mark.parametrize("router", ROUTED)
 @pytest.mark.parametrize("training", [True, False])
 def test_hard_skipping_matches_masked_reference(router, training, tiny_cfg):
-    model = make(router, tiny_cfg, capacity=0.3).train(training)
     idx = tokens(tiny_cfg, batch=4)
+    model = spread(make(router, tiny_cfg).train(training), idx)
     torch.manual_seed(7)
     fast = model(idx, idx)
+    assert_nonuniform(model, fast)
     model.hard_skip = False
     torch.manual_seed(7)
     slow = model(idx, idx)
@@ -119,10 +121,8 @@ def test_hard_skipping_cuts_counted_flops(tiny_cfg):
 @pytest.mark.parametrize("router", ROUTED)
 def test_analytic_flops_equal_counted_flops(router, tiny_cfg):
     """With one sample there is no padding, so the analytic count must match torch's exactly."""
-    model = make(router, tiny_cfg, capacity=0.25).eval()
-    if router == "early_exit":  # untrained, nothing is confident: exit on any margin so tokens do exit
-        model.router.threshold.fill_(0.0)
     idx = tokens(tiny_cfg, batch=1)
+    model = spread(make(router, tiny_cfg).eval(), idx)
     out = model(idx)
     analytic = output_flops(model, out, 48)
     assert counted_flops(lambda: model(idx)) == pytest.approx(analytic, rel=1e-9)
@@ -131,9 +131,10 @@ def test_analytic_flops_equal_counted_flops(router, tiny_cfg):
 
 @pytest.mark.parametrize("router", [r for r in ROUTED if ROUTERS[r].learned])
 def test_gradient_reaches_router(router, tiny_cfg):
-    model = make(router, tiny_cfg).train()
     idx = tokens(tiny_cfg)
+    model = spread(make(router, tiny_cfg).train(), idx)
     out = model(idx, idx)
+    assert_nonuniform(model, out)
     (out.loss + out.aux_loss).backward()
     grads = [p.grad for p in model.router.parameters() if p.requires_grad]
     assert grads and all(g is not None for g in grads)

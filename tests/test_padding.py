@@ -6,28 +6,27 @@ logits: it runs no block, is never a key or a cached entry, and never takes a pl
 
 import pytest
 import torch
-from conftest import make, tokens
+from conftest import make, spread, tokens
 
 from sparsedepth import ROUTERS
 from sparsedepth.cache import KVCache
 from sparsedepth.routing.base import capacity_count
 
-# every router, plus the non-causal top-k inference modes (which must rank real tokens only)
+# every router in each inference mode it declares (the non-causal top-k modes must rank real tokens only),
+# plus MoD's predictor rule
 CASES = {name: (name, {}, "causal") for name in ROUTERS} | {
-    "mod-topk": ("mod", {}, "topk"),
-    "mod-predictor": ("mod", {"causal": "predictor"}, "causal"),
-    "mor-topk": ("mor", {}, "topk"),
-}
+    f"{name}-{mode}": (name, {}, mode) for name, cls in ROUTERS.items() for mode in cls.inference_modes[1:]
+} | {"mod-predictor": ("mod", {"causal": "predictor"}, "causal")}
 LENGTHS = [13, 6, 1, 9]
 
 
 def fitted(case: str, cfg):
-    """An eval-mode model whose router keeps about its capacity (so routing is not trivially all or none)."""
+    """An eval-mode model in the case's inference mode whose weights route non-uniformly (`spread`, checked)
+    at about its capacity."""
     router, options, mode = CASES[case]
     model = make(router, cfg, capacity=0.5, **options).eval()
-    model.router.fit_capacity(model, tokens(cfg, batch=2, length=32, seed=7))
-    if mode != "causal":
-        model.router.set_inference(mode)
+    model.router.set_inference(mode)
+    spread(model, tokens(cfg, batch=2, length=32, seed=7))
     return model
 
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 from conftest import make, tokens
 
-from sparsedepth import ConfigError, ModelConfig
+from sparsedepth import ROUTERS, ConfigError, ModelConfig
 from sparsedepth.evaluate import causality_violation
 from sparsedepth.flops import counted_flops, dense_forward_flops, output_flops
 from sparsedepth.routing.base import capacity_count
@@ -17,6 +17,12 @@ from sparsedepth.routing.mor import geometric_schedule
 from sparsedepth.train import TrainConfig, make_model
 
 TOL = 1e-5
+OPTION_VALUES = {"gating": "probabilistic", "temperature": 0.5, "curriculum": 0.3}
+
+
+def taking(*options: str) -> list[str]:
+    """Registered routers that declare (`Router.shared_options`) every one of `options`."""
+    return [name for name, cls in ROUTERS.items() if set(options) <= set(cls.shared_options)]
 
 
 def routed_ran(model, out) -> torch.Tensor:
@@ -179,7 +185,7 @@ def test_probabilistic_gates_sample_at_the_router_probability(router, tiny_cfg):
     assert torch.equal(r.decide(h, layer).mask, margin > 0)  # eval: deterministic
 
 
-@pytest.mark.parametrize("router", ["mod", "mor"])
+@pytest.mark.parametrize("router", [r for r in taking("gating") if ROUTERS[r].training_plan == "exact"])
 def test_probabilistic_topk_is_gumbel_sampling_with_exact_capacity(router, tiny_cfg):
     model = make(router, tiny_cfg, capacity=0.25, gating="probabilistic").train()
     idx = tokens(tiny_cfg)
@@ -189,8 +195,8 @@ def test_probabilistic_topk_is_gumbel_sampling_with_exact_capacity(router, tiny_
     b = model(idx)
     routed = model.router.routed_layers
     assert torch.equal(a.layer_counts[:, routed], b.layer_counts[:, routed])
-    if router == "mod":
-        assert torch.all(a.layer_counts[:, routed] == capacity_count(0.25, 48))
+    planned = torch.tensor([n for n, _ in model.router.training_counts(48).values()])
+    assert torch.all(a.layer_counts[:, routed] == planned)  # the exact counts of the plan
     assert not torch.equal(a.routing, b.routing)  # sampled, not argmax
     model.router.temperature = 1e-12  # vanishing noise (below float32 resolution): plain top-k
     reference = make(router, tiny_cfg, capacity=0.25).train()
@@ -199,7 +205,7 @@ def test_probabilistic_topk_is_gumbel_sampling_with_exact_capacity(router, tiny_
 
 # --- curriculum ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("router", ["probe", "mod", "threshold", "mor", "random", "layerdrop"])
+@pytest.mark.parametrize("router", taking("curriculum"))
 def test_curriculum_anneals_capacity_from_one_to_target(router, tiny_cfg):
     r = make(router, tiny_cfg, capacity=0.25, curriculum=0.4).router.train()
     for progress, expected in ((0.0, 1.0), (0.2, 0.625), (0.4, 0.25), (0.9, 0.25)):
@@ -209,8 +215,10 @@ def test_curriculum_anneals_capacity_from_one_to_target(router, tiny_cfg):
     assert r.eval().effective_capacity == 0.25  # evaluation always measures the target
 
 
-@pytest.mark.parametrize("router", ["mod", "mor", "random", "layerdrop"])
+@pytest.mark.parametrize("router", [r for r in taking("curriculum") if ROUTERS[r].training_plan != "budget"])
 def test_curriculum_moves_the_layers_run_per_token(router, tiny_cfg):
+    """Routers whose training fraction follows the capacity by rule (top-k, random drops); budget routers
+    only chase it through their loss (next test)."""
     model = make(router, tiny_cfg, capacity=0.25, curriculum=0.5).train()
     idx = tokens(tiny_cfg, batch=8)
     routed = model.router.routed_layers
@@ -240,14 +248,18 @@ def test_curriculum_moves_the_budget_target(router, tiny_cfg):
 
 # --- options plumbing ----------------------------------------------------------------------------------
 
-def test_router_options_reach_the_router_through_the_train_config(tiny_cfg):
-    options = {"gating": "probabilistic", "temperature": 0.5, "curriculum": 0.3}
-    for router in ("probe", "mod", "threshold", "mor"):
-        cfg = TrainConfig.from_dict({"router": router, "capacity": 0.5, "router_options": options})
-        r = make_model(cfg, 97).router
-        assert (r.gating, r.temperature, r.curriculum) == ("probabilistic", 0.5, 0.3)
-    cfg = TrainConfig.from_dict({"router": "layerdrop", "router_options": {"curriculum": 0.3}})
-    assert make_model(cfg, 97).router.curriculum == 0.3
+@pytest.mark.parametrize("router", list(ROUTERS))
+def test_declared_shared_options_are_exactly_the_ones_taken(router, tiny_cfg):
+    """Every declared shared option reaches the router through the train config; an undeclared one is
+    refused (a router that routes nothing ignores them all), so the declaration the generic option tests
+    parametrize over cannot drift from the constructors."""
+    for option, value in OPTION_VALUES.items():
+        cfg = TrainConfig.from_dict({"router": router, "capacity": 0.5, "router_options": {option: value}})
+        if option in ROUTERS[router].shared_options:
+            assert getattr(make_model(cfg, 97).router, option) == value
+        elif ROUTERS[router].routes_blocks:
+            with pytest.raises(ConfigError, match="router_options"):
+                make_model(cfg, 97)
 
 
 @pytest.mark.parametrize("options,match", [({"gating": "sometimes"}, "gating"),

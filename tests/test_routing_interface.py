@@ -6,16 +6,64 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make, tokens
+from conftest import assert_nonuniform, make, spread, tokens
 
+import sparsedepth
 from sparsedepth import ROUTERS, ConfigError
 from sparsedepth.bench import calibrate
-from sparsedepth.routing import Decision, Router
+from sparsedepth.routing import Decision, Router, contract
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "sparsedepth"
-HOOKS = ("begin", "decide", "aux_loss", "target_loss", "set_inference", "calibrate", "fit_capacity",
-         "attach", "set_progress", "flops_per_token", "weight_flops_per_token", "training_counts",
-         "training_readouts", "training_flops_per_token", "carry", "restore")
+HOOKS = ("begin", "decide", "finish", "reset_parameters", "aux_loss", "target_loss", "set_inference",
+         "calibrate", "fit_capacity", "attach", "set_progress", "flops_per_token", "weight_flops_per_token",
+         "training_counts", "training_readouts", "training_flops_per_token", "carry", "restore")
+
+
+def test_every_public_router_member_is_in_the_documented_contract():
+    """The table in docs/CONTRACT.md is what `python -m sparsedepth.routing.contract` generates from
+    `Router` (every member, its signature, default and caller), and names every hook the model calls."""
+    members = contract.members()
+    assert set(HOOKS) <= set(members)
+    assert set(contract.WHEN) == set(members), set(contract.WHEN) ^ set(members)
+    documented = contract.documented(contract.DOC.read_text())
+    assert documented == contract.table(), "stale: python -m sparsedepth.routing.contract --write"
+    for member in members:
+        assert f"| `{member}` |" in documented, member
+
+
+def test_the_contract_check_fails_on_an_undocumented_hook(monkeypatch):
+    monkeypatch.setattr(Router, "new_hook", lambda self: None, raising=False)
+    with pytest.raises(KeyError, match="new_hook"):
+        contract.table()
+
+
+def _all_subclasses(cls):
+    for sub in cls.__subclasses__():
+        yield sub
+        yield from _all_subclasses(sub)
+
+
+def test_every_router_class_in_the_package_is_registered():
+    """Registration is by existing: a subclass defined in sparsedepth with its own name is in ROUTERS, and
+    one without a name of its own (a forgotten `name`) fails here, named."""
+    ours = [c for c in _all_subclasses(Router) if c.__module__.startswith(f"{sparsedepth.__name__}.")]
+    assert ours  # the scan finds them
+    unregistered = [f"{c.__module__}.{c.__qualname__}" for c in ours
+                    if ROUTERS.get(vars(c).get("name")) is not c]
+    assert not unregistered, f"Router subclasses not registered (no own `name`?): {unregistered}"
+
+
+def test_every_module_of_the_routing_package_is_imported_statically():
+    """The export copies only statically imported modules, so `routing/__init__.py` imports each one."""
+    import ast
+    import pkgutil
+
+    import sparsedepth.routing as package
+
+    init = ast.parse(Path(package.__file__).read_text())
+    imported = {n.module for n in init.body if isinstance(n, ast.ImportFrom) and n.level == 1}
+    modules = {m.name for m in pkgutil.iter_modules(package.__path__)} - {"contract", "fitting"}
+    assert modules <= imported, f"routing/__init__.py does not import: {sorted(modules - imported)}"
 
 
 def test_the_base_class_declares_every_hook_with_a_default():
@@ -52,8 +100,13 @@ def test_every_router_honours_the_declared_hooks(name, tiny_cfg):
     calibrate(model, idx)  # fit_capacity, then inference mode and eval mode restored
     assert router.inference == "causal" and not model.training
     model.train()
-    out = model(idx, idx)
+    long = tokens(tiny_cfg)
+    spread(model, long)  # non-uniform routing in training mode (checked), so the hooks below see real work
+    out = model(long, long)
+    assert_nonuniform(model, out)
     assert out.loss is not None and isinstance(router.propagates_state, bool)
+    router.finish()  # idempotent after the pass: the model already called it
+    assert router.aux_loss() is None or torch.isfinite(router.aux_loss())
 
 
 def _calls_outside_routing(pattern: str):

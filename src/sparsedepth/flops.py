@@ -113,20 +113,23 @@ def train_step_flops(model, out, seq_len: int) -> float:
     return 3.0 * (forward + readouts) + batch * seq_len * router.training_flops_per_token()
 
 
-def _expected_block(mean: float, var: float, cfg: ModelConfig) -> float:
-    """E[block_flops(n)] for a token count n with this mean and variance: block_flops is quadratic in n,
-    so the two-point average at mean ± std is exact."""
+def _expected_block(mean: float, var: float, cfg: ModelConfig, context: float | None = None) -> float:
+    """E[block_flops(n)] for a token count n with this mean and variance: block_flops is quadratic in n
+    (linear under state propagation, with `context` tokens giving keys/values), so the two-point average at
+    mean ± std is exact (but for the skip of a block no query runs)."""
     std = math.sqrt(max(var, 0.0))
-    return 0.5 * (float(block_flops(mean + std, cfg)) + float(block_flops(mean - std, cfg)))
+    return 0.5 * (float(block_flops(mean + std, cfg, context)) + float(block_flops(mean - std, cfg, context)))
 
 
 def _forward_per_sample(router: Router, length: int) -> float:
     """Expected forward FLOPs of one sample's blocks and head in a training step, from the router's
-    training counts at its effective capacity (`Router.training_counts`)."""
+    training counts at its effective capacity (`Router.training_counts`); a router whose training decisions
+    propagate state (`propagates_state` in training mode) pays keys/values for the whole sequence."""
     cfg = router.cfg
     counts = router.training_counts(length)
-    blocks = sum(_expected_block(*counts[layer], cfg) if layer in counts else float(block_flops(length, cfg))
-                 for layer in range(cfg.n_layers))
+    context = float(length) if router.propagates_state else None
+    blocks = sum(_expected_block(*counts[layer], cfg, context) if layer in counts
+                 else float(block_flops(length, cfg)) for layer in range(cfg.n_layers))
     return blocks + head_flops(length, cfg)
 
 

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from .cache import KVCache, LayerCache
 from .config import ConfigError, ModelConfig
 from .routing import ROUTERS, Router
+from .routing.base import init_weights
 from .skipping import (  # noqa: F401 (re-exported: tests and callers import them from here)
     apply_masked,
     apply_routed,
@@ -153,14 +154,9 @@ class SparseDepthModel(nn.Module):
         for name, p in self.blocks.named_parameters():
             if name.endswith(("attn.out.weight", "mlp.proj.weight")):
                 nn.init.normal_(p, std=0.02 / (2 * cfg.n_layers) ** 0.5)
-        self.router.apply(self._init_weights)  # last, so the trunk's draws never depend on the router
+        self.router.reset_parameters()  # last, so the trunk's draws never depend on the router
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+    _init_weights = staticmethod(init_weights)
 
     def readout(self, h: Tensor) -> Tensor:
         """Logits from any hidden state through the final norm and the (tied) head."""
@@ -221,6 +217,8 @@ class SparseDepthModel(nn.Module):
         with torch.autocast(h.device.type, enabled=False):
             self.router.begin(h, positions, real)
         h, ran = self.run_blocks(h, positions, cache, real=real)
+        with torch.autocast(h.device.type, enabled=False):
+            self.router.finish()
         if cache is not None:
             cache.positions += T if real is None else real.sum(1)
         ran_t = torch.stack(ran, dim=-1)  # [B, T, L]
@@ -263,9 +261,9 @@ def make_router(cfg: ModelConfig, router: str = "dense", capacity: float = 1.0,
     """The named router for a model of shape `cfg`, routing its own convention's blocks unless `route_every`
     says otherwise.
 
-    Common random numbers: it is built without drawing from the global RNG (the model initialises the
-    router's weights after the trunk's anyway), so for one seed every arm's shared trunk starts from the same
-    weights and paired comparisons see the router's effect, not a different initialisation."""
+    Common random numbers: it is built without drawing from the global RNG (the model calls the router's
+    `reset_parameters` after initialising the trunk anyway), so for one seed every arm's shared trunk starts
+    from the same weights and paired comparisons see the router's effect, not a different initialisation."""
     if router not in ROUTERS:
         raise ConfigError(f"unknown router {router!r}; known: {', '.join(sorted(ROUTERS))}")
     cls = ROUTERS[router]

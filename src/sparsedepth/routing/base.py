@@ -70,6 +70,14 @@ def mask_from_index(index: Tensor, length: int) -> Tensor:
     return mask.scatter(1, index, True)
 
 
+def init_weights(module: nn.Module) -> None:
+    """The model's initialisation of a linear or embedding layer: N(0, 0.02) weights, zero bias."""
+    if isinstance(module, nn.Linear | nn.Embedding):
+        nn.init.normal_(module.weight, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)
+
+
 def capacity_count(capacity: float, length: int) -> int:
     """Tokens kept per sequence at this capacity: at least one, so a block never runs on nothing."""
     return max(1, math.ceil(capacity * length))
@@ -78,14 +86,11 @@ def capacity_count(capacity: float, length: int) -> int:
 class Router(nn.Module):
     """Base class: routes `routed_layers` of a model; dense layers never ask it.
 
-    Must provide: `name` and `decide`. May provide (defaults here): `begin`, `carry` (cross-layer state),
-    `aux_loss` terms via `add_aux`,
-    `target_loss`, `inference_modes`, `propagates_state`, `calibrate`, `fit_capacity`, the FLOP accounting
-    hooks (`flops_per_token`, `training_counts`, `training_readouts`, `training_flops_per_token`),
-    and the class facts below: whether decisions are causal in training mode, which layers it routes by
-    default (`default_route_every`: every k-th block, the last of each group; 1 = all blocks), whether it
-    routes any block at all (`routes_blocks`) and whether it has trained weights (`learned`).
-    """
+    Must provide: `name` and `decide`. Everything else is a hook with a default here; the full list, with
+    signatures and when each is called, is generated into docs/CONTRACT.md by `python -m
+    sparsedepth.routing.contract` (a test fails when the two differ). A subclass defined in a module of
+    this package with its own `name` is registered once `routing/__init__.py` imports its module (a test
+    fails when one is missing)."""
 
     name: ClassVar[str] = "base"
     causal_in_training: ClassVar[bool] = True
@@ -118,6 +123,26 @@ class Router(nn.Module):
         self.readout: Callable[[Tensor], Tensor] | None = None
         self.valid: Tensor | None = None  # real tokens of a padded batch (set by `begin`)
 
+    # modes ("training", "inference") in which its rule gives every token of a sample the same blocks by
+    # design (layerdrop's fixed pruning at inference, early exit's per-sample layer dropout in training): the
+    # generic tests then check uniformity instead of requiring non-uniform routing
+    uniform_routing: ClassVar[tuple[str, ...]] = ()
+    # how its `training_counts` relate to a training step's real counts: "exact" (top-k and fixed rules: the
+    # count is the capacity), "expected" (random rules: the plan is their expectation, off by sampling only),
+    # "budget" (learned or untrained gates: the plan assumes the fraction the budget loss aims at, so at
+    # initialisation it is off by as much as the gate's starting fraction is; the FLOP tests allow 25 %)
+    training_plan: ClassVar[str] = "budget"
+    # which of the shared options (`gating`/`temperature`: sampled training gates; `curriculum`: a falling
+    # capacity) its constructor takes and uses; the generic option tests run on these (a test checks that the
+    # constructor accepts exactly these)
+    shared_options: ClassVar[tuple[str, ...]] = ("gating", "temperature", "curriculum")
+
+    def reset_parameters(self) -> None:
+        """Initialise its weights; the model calls it after the trunk's (so the trunk's draws never depend
+        on the router). Default: every `nn.Linear`/`nn.Embedding` weight N(0, 0.02), biases zero, as the
+        trunk. Override (calling super first) to choose, e.g., a bias that starts at the capacity."""
+        self.apply(init_weights)
+
     def attach(self, readout: Callable[[Tensor], Tensor]) -> None:
         """The model hands over its shared read-out (final norm + tied head: hidden state → logits) once, at
         construction, for routers that look at logits mid-network (early exit)."""
@@ -137,6 +162,11 @@ class Router(nn.Module):
     def decide(self, h: Tensor, layer: int) -> Decision:
         """Which tokens run routed block `layer`, from the hidden state `h` [B, T, C] entering it."""
         raise NotImplementedError
+
+    def finish(self) -> None:
+        """Called by the model once per forward pass after the last block, before `aux_loss`: the place for
+        a term over all routed blocks (an expected depth). Not called by speculative decoding's partial
+        passes (inference: losses are unused). Default: nothing."""
 
     def carry(self) -> dict[str, Tensor | None]:
         """Per-token state ([B, T, ...]) that this pass's later decisions depend on beside the hidden state
@@ -160,7 +190,8 @@ class Router(nn.Module):
     @property
     def propagates_state(self) -> bool:
         """Whether its decisions now set `propagate` (skipped tokens still give keys/values), so FLOP
-        accounting charges their K/V projections and attention."""
+        accounting charges their K/V projections and attention. Read in the mode it is in: the training
+        FLOP plan asks a router in training mode, so state propagation in training is planned too."""
         return False
 
     def target_loss(self, targets: Tensor, logits: Tensor | None = None) -> Tensor | None:
@@ -211,6 +242,7 @@ class Router(nn.Module):
         return logit
 
     def add_aux(self, loss: Tensor) -> None:
+        """Record an auxiliary loss term of this pass (cleared by `begin`, summed by `aux_loss`)."""
         self._aux.append(loss)
 
     def aux_loss(self) -> Tensor | None:

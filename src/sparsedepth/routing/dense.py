@@ -5,6 +5,8 @@ from .base import Decision, Router
 
 class DenseRouter(Router):
     name = "dense"
+    shared_options = ()
+    training_plan = "exact"
     learned = False
     routes_blocks = False
 

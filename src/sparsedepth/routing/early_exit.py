@@ -55,8 +55,11 @@ def consistent(early_logits: Tensor, final_logits: Tensor) -> Tensor:
 
 class EarlyExitRouter(Router):
     name = "early_exit"
+    shared_options = ()
+    training_plan = "expected"
     default_route_every = 1
     learned = False  # by default no router weights: the threshold is calibrated, the exit loss trains
+    uniform_routing = ("training",)  # layer dropout drops a block for a whole sample
 
     def __init__(self, cfg, capacity, routed_layers, threshold: float = 0.9, max_layer_dropout: float = 0.2,
                  exit_loss_weight: float = 1.0, rotation: int = 1, confidence: str = "softmax",

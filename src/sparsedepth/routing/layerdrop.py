@@ -39,8 +39,11 @@ def drop_probabilities(capacity: float, n: int, iterations: int = 60) -> list[fl
 
 class LayerDropRouter(Router):
     name = "layerdrop"
+    shared_options = ("curriculum",)
+    training_plan = "expected"
     learned = False
     default_route_every = 1
+    uniform_routing = ("inference",)  # a fixed pruning: every token runs the same blocks
 
     def __init__(self, cfg, capacity, routed_layers, curriculum: float = 0.0):
         super().__init__(cfg, capacity, routed_layers, curriculum=curriculum)

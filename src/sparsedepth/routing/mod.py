@@ -19,6 +19,7 @@ from .fitting import shift_biases
 
 class MoDRouter(Router):
     name = "mod"
+    training_plan = "exact"
     causal_in_training = False
     inference_modes = ("causal", "topk")
 

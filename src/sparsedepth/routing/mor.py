@@ -35,6 +35,7 @@ def geometric_schedule(capacity: float, depths: int, iterations: int = 60) -> li
 
 class MoRRouter(Router):
     name = "mor"
+    training_plan = "exact"
     causal_in_training = False
     default_route_every = 1
     inference_modes = ("causal", "topk")

@@ -69,6 +69,7 @@ class FrozenProbeRouter(ProbeRouter):
     """The origin project's probe as published: randomly initialised, never trained (control)."""
 
     name = "probe-frozen"
+    shared_options = ()
     learned = False
 
     def __init__(self, cfg, capacity, routed_layers):

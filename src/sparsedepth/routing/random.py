@@ -15,6 +15,8 @@ from .base import Decision, Router, capacity_count, topk_choice
 
 class RandomRouter(Router):
     name = "random"
+    shared_options = ("curriculum",)
+    training_plan = "exact"
     learned = False
 
     def __init__(self, cfg, capacity, routed_layers, table_seed: int = 1234, curriculum: float = 0.0):
