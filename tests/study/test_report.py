@@ -33,3 +33,11 @@ def test_without_primaries_the_text_says_so():
     m = hypothesis_numbers(pd.DataFrame())
     assert m["NumPrimaries"] == "0" and "no primary" in m["PrimaryOutcomes"]
     assert "none declared" in format_hypotheses(pd.DataFrame())
+
+
+def test_without_primaries_the_method_is_the_exploratory_comparisons():
+    stats = synthetic_results()["stats"]
+    m = hypothesis_numbers(stats[stats["family"] == "exploratory"])
+    first = stats[stats["family"] == "exploratory"].iloc[0]
+    assert m["NumPrimaries"] == "0" and m["NumUnits"] == str(int(first["n_units"]))
+    assert m["StatsUnit"] == first["unit"] and "n/a" not in m["StatsMethod"]

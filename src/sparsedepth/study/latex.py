@@ -128,6 +128,9 @@ def fmt_values(values: Sequence) -> str:
 LONG_TABLE_ROWS = 32  # more rows than this: a longtable that breaks across pages
 
 
+FIT_WIDTH = "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+
+
 def to_latex(disp: pd.DataFrame, keys: int, caption: str, label: str, rule_keys: int | None = None) -> str:
     """Booktabs table from cells that are already LaTeX (text escaped). The first `keys` columns name the
     row (e.g. model, dataset, arm): repeated leading key values are blanked and a `\\midrule` separates
@@ -157,8 +160,10 @@ def to_latex(disp: pd.DataFrame, keys: int, caption: str, label: str, rule_keys:
         out.append(line)
     out += lines[first + len(body):]
     tex = "\n".join(out) + "\n"
-    if not long:
+    if not long:  # small type, and shrunk to the text width only when still wider (never enlarged)
         tex = tex.replace("\\centering\n", "\\centering\n\\small\n", 1)
+        tex = tex.replace("\\begin{tabular}", FIT_WIDTH + "\\begin{tabular}", 1)
+        tex = tex.replace("\\end{tabular}", "\\end{tabular}}", 1)
     return tex
 
 

@@ -105,11 +105,13 @@ def hypothesis_numbers(stats: pd.DataFrame) -> dict[str, str]:
                          "StatsMethod": NA, "StatsUnit": NA, "StatsSplit": NA, "NumUnits": NA,
                          "MaxRelMDE": NA, "NumDecided": "0"}
     rows = primaries(stats)
+    described = rows if not rows.empty else stats  # without primaries: the exploratory comparisons' method
+    if not described.empty:
+        first = described.iloc[0]
+        m.update(StatsMethod=tex_text(first["method"]), StatsUnit=escape_latex(first["unit"]),
+                 StatsSplit=escape_latex(first["split"]), NumUnits=str(int(first["n_units"])))
     if not rows.empty:
-        first = rows.iloc[0]
-        m.update(NumPrimaries=str(len(rows)), StatsMethod=tex_text(first["method"]),
-                 StatsUnit=escape_latex(first["unit"]), StatsSplit=escape_latex(first["split"]),
-                 NumUnits=str(int(first["n_units"])),
+        m.update(NumPrimaries=str(len(rows)),
                  MaxRelMDE=fmt_pct(float(rows["rel_mde"].max()), 1).lstrip("+"),
                  NumDecided=str(int((rows["verdict"] != "no detectable difference").sum())),
                  PrimaryOutcomes="; ".join(outcome_sentence(r) for _, r in rows.iterrows()))
@@ -129,7 +131,8 @@ def hypothesis_numbers(stats: pd.DataFrame) -> dict[str, str]:
         m["NumExploratorySignificant"] = str(int((exploratory["p_adj"] < ALPHA).sum()))
         if not exploratory.empty:
             m["ExploratoryOutcomes"] = "; ".join(
-                f"\\texttt{{{escape_latex(r['arm'])}}}: {escape_latex(r['verdict'])} "
+                f"\\texttt{{{escape_latex(r['arm'])}}} at {escape_latex(r['model'])}: "
+                f"{escape_latex(r['verdict'])} "
                 f"({fmt_bpb(r['effect'])} bits/byte, {fmt_ci(r['ci_low'], r['ci_high'])}, "
                 f"{p_clause(r['p_adj']).replace('Holm', 'BH')})" for _, r in exploratory.iterrows())
     return m
