@@ -46,15 +46,16 @@ def sweep_numbers(runs: pd.DataFrame, frontier: pd.DataFrame) -> dict[str, str]:
     budgets = confirm.drop_duplicates("budget").sort_values("budget_flops")
     arms = list(dict.fromkeys(confirm["arm"]))
     budgets_run = set(confirm["budget"])
-    swept = runs[(runs["dataset"] == dataset) & (runs["mode"] == "causal") & runs["arm"].isin(arms)
-                 & runs["model"].map(lambda name: budget_part(name) in budgets_run)]
+    in_budget = runs["model"].map(lambda name: budget_part(name) in budgets_run)
+    on_sweep = runs[(runs["mode"] == "causal") & in_budget]
+    swept = on_sweep[(on_sweep["dataset"] == dataset) & on_sweep["arm"].isin(arms)]
     m["SweepDataset"] = escape_latex(dataset)
     m["SweepBudgets"] = _words([f"{escape_latex(b)} = {flops_latex(f)}" for b, f in
                                 zip(budgets["budget"], budgets["budget_flops"], strict=True)])
     m["SweepNumBudgets"] = str(len(budgets))
     m["SweepNumSizes"] = _fmt_range(confirm["n_sizes"])
     m["SweepArms"] = _words([f"\\texttt{{{escape_latex(a)}}}" for a in arms])
-    m.update(_around(runs, frontier, arms))
+    m.update(_around(on_sweep, frontier, arms))
     if swept.empty:
         return m
     m["SweepParams"] = f"{_fmt_range(swept['n_params'] / 1e3, 1)}\\,k"
@@ -76,20 +77,15 @@ def _seeds(runs: pd.DataFrame) -> str:
     return f"{n} seed" + ("s" if n > 1 else "")
 
 
-def _around(runs: pd.DataFrame, frontier: pd.DataFrame, arms: list[str]) -> dict[str, str]:
-    """The sentences around the primaries: which other corpora were swept (`SweepOtherDomains`) and where
-    the arms outside the frontier ran (`SweepExplore`), from the runs that exist."""
-    causal = runs[runs["mode"] == "causal"] if "mode" in runs else runs
-    budgets = set(frontier["budget"])
-    on_sweep = causal[causal["model"].map(lambda name: budget_part(name) in budgets)]
-    other = frontier[frontier["family"] == "exploratory"]
+def _around(on_sweep: pd.DataFrame, frontier: pd.DataFrame, arms: list[str]) -> dict[str, str]:
+    """The sentences around the primaries, from the causal runs of the sweep's budgets: which other corpora
+    were swept (`SweepOtherDomains`) and where the arms outside the frontier ran (`SweepExplore`)."""
     sentences = []
-    for dataset, rows in other.groupby("dataset", sort=False):
+    for dataset, rows in frontier[frontier["family"] == "exploratory"].groupby("dataset", sort=False):
         done = on_sweep[(on_sweep["dataset"] == dataset) & on_sweep["arm"].isin(arms)]
-        budgets = _words(sorted(map(escape_latex, set(rows["budget"]))))
-        name = escape_latex(str(dataset)).capitalize()
-        sentences.append(f"{name} is swept at {budgets} with {_seeds(done)}, as a "
-                         "second kind of text (exploratory).")
+        where = _words(sorted(map(escape_latex, set(rows["budget"]))))
+        sentences.append(f"{escape_latex(str(dataset)).capitalize()} is swept at {where} with "
+                         f"{_seeds(done)}, as a second kind of text (exploratory).")
     out = {"SweepOtherDomains": " ".join(sentences) or "No second corpus is swept in this study."}
     rest = on_sweep[~on_sweep["arm"].isin(arms)]
     if not rest.empty:
