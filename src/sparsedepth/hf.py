@@ -138,8 +138,13 @@ class RoutedCache:
         self.real = real if self.real is None else torch.cat([self.real, real], dim=1)
         self.seen += routing.shape[1]
 
-    def activate_past_recording(self) -> None:
-        """Assisted decoding calls this before it crops; every forward pass is recorded anyway."""
+    def activate_past_recording(self, recurrent_states_to_keep: int | None = None) -> None:
+        """Assisted decoding calls this before it crops; every forward pass is recorded anyway, and there
+        is no recurrent state to keep (transformers >= 5.25 passes `recurrent_states_to_keep`)."""
+
+    def get_recurrent_states_to_keep(self, layer_idx: int | None = None) -> int:
+        """No block has a recurrent state: nothing beyond the keys/values needs keeping for a crop."""
+        return 0
 
     def crop(self, max_length: int) -> None:
         """Keep the first `max_length` tokens (negative: drop the last -`max_length`), as HF's caches do.
