@@ -8,6 +8,16 @@ from sparsedepth import ROUTERS, ModelConfig, build_model
 ROUTED = [name for name in ROUTERS if name != "dense"]
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Slow tests first, longest first (`@pytest.mark.slow(seconds=...)`): under pytest-xdist a long test
+    collected last would run alone on one worker while the other idles."""
+    def expected(item: pytest.Item) -> float:
+        mark = item.get_closest_marker("slow")
+        return -1.0 if mark is None else mark.kwargs.get("seconds", 0.0)
+
+    items.sort(key=expected, reverse=True)
+
+
 @pytest.fixture
 def tiny_cfg() -> ModelConfig:
     return ModelConfig(vocab_size=97, d_model=32, n_layers=4, n_heads=4, max_seq_len=64)

@@ -2,6 +2,7 @@
 over them, every row counts its torch ops (load-independent), and decoding follows `--dtype auto`."""
 
 import pandas as pd
+import pytest
 import torch
 from test_bench import CFG, CPU, TINY, tokens
 
@@ -11,6 +12,7 @@ from sparsedepth.bench.grid import across_processes
 from sparsedepth.bench.timing import op_count
 
 
+@pytest.mark.slow(seconds=30)
 def test_processes_give_medians_and_the_speedups_range(tmp_path):
     out = tmp_path / "bench.csv"
     assert main(["--out", str(out), "--routers", "mod", "--kinds", "prefill", "--processes", "3", *TINY]) == 0

@@ -14,7 +14,7 @@ from sparsedepth.gpucheck import checks
 FILES = {"checks.csv", "train.csv", "bench.csv", "speculative.csv", "summary.md", "tests.log"}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=45)
 def test_the_cpu_form_passes_and_writes_what_the_gpu_run_writes(tmp_path):
     out = tmp_path / "gpu"
     cmd = [sys.executable, "-m", "sparsedepth.gpucheck", "--device", "cpu", "--out", str(out)]

@@ -118,7 +118,7 @@ def test_config_values_reach_the_shell_quoted(tmp_path):
     assert not list(tmp_path.rglob("PWNED*"))
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=220)
 def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
     """The whole pipeline on the tiny grid, in a scratch directory, then the notebook on its results."""
     shutil.copytree(REPO / "paper", tmp_path / "paper", ignore=shutil.ignore_patterns("*.pdf", "*.aux"))

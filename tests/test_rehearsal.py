@@ -79,7 +79,7 @@ def _job_counts(stdout: str) -> dict[str, int]:
     return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=100)
 def test_rehearsal_dry_run_then_a_slice_end_to_end(tmp_path):
     """The whole paper DAG plans; then hub-shaped TinyStories is prepared at the paper's (byte-level)
     vocabulary through the hub's loading path, and one paper-shaped run (C1-d256) trains, evaluates and is

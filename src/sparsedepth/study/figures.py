@@ -19,7 +19,7 @@ import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
 
-from . import plots, probes
+from . import plots
 from .results import ResultsError, add_result_args, load, read_csv
 
 EXIT_USER_ERROR = 2
@@ -29,6 +29,8 @@ EXIT_RUNTIME_ERROR = 1
 def _run_cell(args, variants: Sequence[str] | None = None):
     """One run per variant in one cell, from the run directories the given runs table lists (never a
     directory scan: a run left over from another grid is not this study's)."""
+    from . import probes  # torch: only the per-token figures load it
+
     runs = load(args.runs, "runs")
     if runs.empty:
         raise ResultsError(f"{args.name} needs --runs (the runs table listing the trained runs)")
@@ -36,12 +38,16 @@ def _run_cell(args, variants: Sequence[str] | None = None):
 
 
 def _layers_hist(args) -> Figure:
+    from . import probes
+
     model, dataset, runs = _run_cell(args)
     return plots.plot_layers_hist(probes.layers_samples(runs, args.max_batches), args.baseline,
                                   f"{model} / {dataset}, validation" if runs else None)
 
 
 def _routing_map(args) -> Figure:
+    from . import probes
+
     wanted = args.variants.split(",")
     model, dataset, runs = _run_cell(args, wanted)
     missing = [v for v in wanted if v not in runs]
@@ -53,6 +59,8 @@ def _routing_map(args) -> Figure:
 
 
 def _attention(args) -> Figure:
+    from . import probes
+
     candidates = [args.variant] if args.variant else ["mod", "probe", "threshold"]
     reasons = []
     for variant in candidates:
@@ -137,18 +145,28 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """What a bad input raises. The run-loading errors count only once a per-token figure loaded runs:
+    their modules import torch, which the table-only figures never need."""
+    from ..config import ConfigError
+
+    errors = [ResultsError, ConfigError, FileNotFoundError]
+    if "sparsedepth.study.probes" in sys.modules:
+        from ..checkpoint import CheckpointError
+        from ..data import DataError
+
+        errors += [CheckpointError, DataError]
+    return tuple(errors)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
     matplotlib.use("Agg")
     sns.set_theme(context="paper", style="whitegrid")
-    from ..checkpoint import CheckpointError
-    from ..config import ConfigError
-    from ..data import DataError
-
     try:
         fig = FIGURES[args.name](args)
         pdf, png = plots.save(fig, args.out)
-    except (ResultsError, ConfigError, CheckpointError, DataError, FileNotFoundError) as e:
+    except _user_errors() as e:  # evaluated only once something was raised
         print(f"error: {e}", file=sys.stderr)
         return EXIT_USER_ERROR
     except (RuntimeError, OSError) as e:
