@@ -159,20 +159,18 @@ def _dry_run(tmp_path, text: str):
                      "--directory", str(tmp_path))
 
 
-def test_dry_run_reads_exactly_the_configured_runs(tmp_path):
+def assert_speculative_job_reads_the_configured_runs(stdout: str) -> None:
+    """On `snakemake -n -p` of config/smoke.yaml (test_pipeline's dry run of each shipped grid): the job reads
+    exactly the configured cell's runs and passes its exits; the table rule reads its CSV."""
     import shlex
 
-    from test_pipeline import REPO
-
-    result = _dry_run(tmp_path, (REPO / "config" / "smoke.yaml").read_text())
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    job = result.stdout.split("rule benchmark_speculative:")[1].split("\n\n")[0]
+    job = stdout.split("rule benchmark_speculative:")[1].split("\n\n")[0]
     inputs = job.split("input: ")[1].splitlines()[0].split(", ")
     runs = [f"results/runs/C1-s32/{arm}/shakespeare/seed0" for arm in ("dense", "early_exit")]
     assert sorted(inputs) == sorted(f"{r}/{f}" for r in runs for f in ("summary.json", "model.safetensors"))
     command = shlex.split(job.split("Shell command:")[1].split(">")[0])
     assert command[command.index("--runs") + 1:] == runs and "--exit-layers" in command
-    table = result.stdout.split("rule table:")
+    table = stdout.split("rule table:")
     assert any("results/bench/speculative.csv" in t.split("\n\n")[0] for t in table[1:])
 
 
@@ -186,22 +184,3 @@ def test_switched_off_nothing_is_planned_and_the_paper_still_builds(tmp_path):
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     assert "benchmark_speculative" not in result.stdout and "speculative.csv" not in result.stdout
     assert "results/tables/speculative.tex" in result.stdout
-
-
-@pytest.mark.parametrize("replace, key", [
-    ("  exit_layers: [1]\n", "  exit_layers: [2]\n"),
-    ("  arms: [dense, early_exit]\n", "  arms: [dense, nope]\n"),
-    ("  new_tokens: 8\n", "  new_tokens: 30\n"),
-    ("  repeats: 2\n  warmup: 0\n  device: cpu\n  threads: 1\n", "  repeats: 0\n  warmup: 0\n  device: cpu\n"
-     "  threads: 1\n"),
-])
-def test_bad_config_value_is_one_line_naming_the_key(replace, key, tmp_path):
-    from test_pipeline import REPO
-
-    text = (REPO / "config" / "smoke.yaml").read_text()
-    assert replace in text
-    result = _dry_run(tmp_path, text.replace(replace, key))
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    name = key.split(":")[0].strip()
-    assert f"speculative.{name}" in output or (name == "repeats" and "repeats" in output), output[-2000:]

@@ -22,10 +22,15 @@ def snakemake(*args: str, cwd: Path = REPO, timeout: float = 120) -> subprocess.
                           cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env)
 
 
+def _job_counts(stdout: str) -> dict[str, int]:
+    table = stdout.split("Job stats:")[-1]
+    return {m[1]: int(m[2]) for m in re.finditer(r"^(\w+)\s+(\d+)$", table, re.M)}
+
+
 @pytest.mark.parametrize("config", ["config.yaml", "paper.yaml", "smoke.yaml"])
 def test_dry_run_of_each_shipped_grid(config, tmp_path):
     shutil.copytree(REPO / "paper", tmp_path / "paper", ignore=shutil.ignore_patterns("*.pdf"))
-    result = snakemake("-n", "--cores", "2", "--configfile", str(REPO / "config" / config),
+    result = snakemake("-n", "-p", "--cores", "2", "--configfile", str(REPO / "config" / config),
                        "--directory", str(tmp_path))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "paper" in result.stdout and "train" in result.stdout
@@ -34,8 +39,19 @@ def test_dry_run_of_each_shipped_grid(config, tmp_path):
     if config == "paper.yaml":
         assert len(costs) == 1 and re.match(r"paper \(GPU\): \d+ training runs, estimated [\d,.]+ GPU-hours",
                                             costs[0]), result.stderr
+        # the whole paper DAG (config/rehearsal.yaml is this grid with smaller budgets: test_rehearsal):
+        # enwik8: 3 budgets × (5 dense + 5 mod + 5 probe sizes) × 3 seeds, tinystories: C1 × 15 × 2 seeds,
+        # and the 9 exploratory arms at C1-d256 (seed 0)
+        counts = _job_counts(result.stdout)
+        assert counts["train"] == counts["evaluate"] == 3 * 15 * 3 + 15 * 2 + 9 == 174
+        assert counts["paper"] == 1 and counts["prepare_data"] == 2 and counts["benchmark_grid"] == 2
+        assert counts["export_hf"] == counts["lm_eval"] == counts["train"]  # lm-eval: every run
     else:
         assert not costs, costs
+    if config == "smoke.yaml":
+        from test_bench_speculative import assert_speculative_job_reads_the_configured_runs
+
+        assert_speculative_job_reads_the_configured_runs(result.stdout)
 
 
 def test_default_grid_is_an_isoflop_study_on_enwik8_with_frontier_primaries():
@@ -76,16 +92,28 @@ def test_lint_passes():
     ("vocab_size: 512", "vocab_size: -3"),
     ("capacity: 0.125", "capacity: 1.5"),
     ("seeds: [0, 1]", "seedz: [0, 1]"),
+    ("  exit_layers: [1]\n", "  exit_layers: [2]\n"),
+    ("  arms: [dense, early_exit]\n", "  arms: [dense, nope]\n"),
+    ("  new_tokens: 8\n", "  new_tokens: 30\n"),
+    ("  repeats: 2\n  warmup: 0\n  device: cpu\n", "  repeats: 0\n  warmup: 0\n  device: cpu\n"),
 ])
-def test_invalid_config_value_stops_with_a_message_naming_the_key(replace, key, tmp_path):
+def test_invalid_config_value_stops_with_a_message_naming_the_key(replace, key, tmp_path, capsys):
+    """The checks the Snakefile runs before planning (schema, then `grid.prepare` and every run's config),
+    through `python -m sparsedepth.study.grid`, which runs the same ones in-process; that Snakemake stops on
+    them with the message is the unknown-router test below."""
+    from sparsedepth.study import grid
+
     text = (REPO / "config" / "smoke.yaml").read_text()
     assert replace in text
     bad = tmp_path / "bad.yaml"
     bad.write_text(text.replace(replace, key))
-    result = snakemake("-n", "--cores", "1", "--configfile", str(bad), "--directory", str(tmp_path))
-    assert result.returncode != 0
-    output = result.stdout + result.stderr
-    assert key.split(":")[0] in output or key.split(":")[1].strip() in output, output[-2000:]
+    assert grid.main([str(bad)]) == 2
+    output = capsys.readouterr().err
+    assert len(output.strip().splitlines()) == 1 and str(bad) in output, output
+    name = key.split(":")[0].strip()
+    if replace.startswith("  ") and name != "repeats":  # the speculative block's keys: named in full
+        name = f"speculative.{name}"
+    assert name in output or key.split(":")[1].strip() in output, output
 
 
 def test_unknown_router_in_the_grid_is_a_clear_error(tmp_path):

@@ -255,18 +255,30 @@ def speculative_runs(study: dict) -> list[RunKey]:
     return keys
 
 
+def validate(study: dict, where: str | Path = "config") -> dict:
+    """The study checked against the workflow's schema, defaults filled in (in place), as the Snakefile and
+    `load_study` both do. A violation is one line naming the key (jsonschema's best match), not Snakemake's
+    dump of the whole schema."""
+    import jsonschema
+    import yaml
+    from snakemake.utils import validate as fill_defaults
+
+    schema_file = resources.files(__package__) / SCHEMA_NAME
+    schema = yaml.safe_load(schema_file.read_text())
+    error = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(study))
+    if error is not None:
+        key = ".".join(str(part) for part in error.absolute_path) or "(top level)"
+        raise ConfigError(f"{where}: {key}: {error.message}")
+    with resources.as_file(schema_file) as path:
+        fill_defaults(study, str(path), set_default=True)
+    return study
+
+
 def load_study(path: str | Path) -> dict:
     """A study config validated against the workflow's schema, defaults filled in (as the Snakefile does)."""
-    from snakemake.utils import validate
-
     from ..config import load_file
 
-    study = load_file(path)
-    try:
-        with resources.as_file(resources.files(__package__) / SCHEMA_NAME) as schema:
-            validate(study, str(schema), set_default=True)
-    except Exception as e:  # snakemake raises WorkflowError with the jsonschema message
-        raise ConfigError(f"{path}: {e}") from e
+    study = validate(load_file(path), path)
     try:
         prepare(study)
     except ConfigError as e:
