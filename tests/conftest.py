@@ -1,7 +1,14 @@
+import os
 from pathlib import Path
 
 import pytest
 import torch
+
+if os.environ.get("PYTEST_XDIST_WORKER"):  # `make test`: one worker per core, so one thread per worker
+    # (two workers of two threads each on two cores ran the tiny-model tests ~9× slower: the threads spin
+    # waiting for each other); subprocesses the tests start inherit it
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    torch.set_num_threads(1)
 
 from sparsedepth import ROUTERS, ModelConfig, build_model
 

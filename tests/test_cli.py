@@ -1,5 +1,7 @@
 """The command line as a user meets it: help, clear one-line errors, non-zero exits, no partial outputs."""
 
+import contextlib
+import io
 import json
 import subprocess
 import sys
@@ -7,13 +9,24 @@ import sys
 import pytest
 
 
-def run(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "sparsedepth", *args], capture_output=True, text=True,
-                          cwd=cwd, timeout=300)
+def run(*args: str) -> subprocess.CompletedProcess:
+    """`python -m sparsedepth ARGS` in this process (`sparsedepth.cli.main`, what `__main__` calls): its exit
+    code and what it printed. In-process because each fresh interpreter spends seconds importing torch; the
+    module entry point itself is run once, in `test_help_lists_commands_and_config_flags`."""
+    from sparsedepth.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse: --help, usage errors
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(["sparsedepth", *args], code, out.getvalue(), err.getvalue())
 
 
 def test_help_lists_commands_and_config_flags():
-    top = run("--help")
+    top = subprocess.run([sys.executable, "-m", "sparsedepth", "--help"], capture_output=True, text=True,
+                         timeout=300)
     assert top.returncode == 0 and "train" in top.stdout and "evaluate" in top.stdout
     train_help = run("train", "--help")
     assert "--capacity" in train_help.stdout and "--model.d_model" in train_help.stdout
