@@ -8,6 +8,7 @@ rule prepare_data:
             f"--data-path {q(config['data_paths'][w.dataset])}" if w.dataset in config["data_paths"] else ""
         ),
         vocab=config["vocab_size"],
+    priority: 1  # the chain to the runs first: a benchmark job takes every core, and nothing waits for it
     resources:
         **job_resources("prepare_data"),
     log:

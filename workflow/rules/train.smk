@@ -9,6 +9,7 @@ rule train:
         out=lambda w, output: os.path.dirname(output.summary),
         config=lambda w: grid.config_json(config, run_key(w)),
     threads: max(1, config["threads"]) * slurm.nproc(config)  # train.nproc > 1: torchrun, from the config
+    priority: 1  # before the benchmarks, which take every core (prepare_data)
     resources:
         **job_resources("train"),
     log:
@@ -35,6 +36,7 @@ rule evaluate:
         segment=config["evaluate"]["segment_tokens"],
         device=lambda w: grid.train_config(config, run_key(w)).device,  # the run's device, as training
     threads: max(1, config["threads"])
+    priority: 1
     resources:
         **job_resources("evaluate"),
     log:
