@@ -92,6 +92,7 @@ def test_lint_passes():
     ("vocab_size: 512", "vocab_size: -3"),
     ("capacity: 0.125", "capacity: 1.5"),
     ("seeds: [0, 1]", "seedz: [0, 1]"),
+    ("router: mod", "router: nope"),
     ("  exit_layers: [1]\n", "  exit_layers: [2]\n"),
     ("  arms: [dense, early_exit]\n", "  arms: [dense, nope]\n"),
     ("  new_tokens: 8\n", "  new_tokens: 30\n"),

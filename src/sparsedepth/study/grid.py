@@ -294,7 +294,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         configs = list(iter_configs(load_study(args.config)))
     except (ConfigError, KeyError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        where = "" if str(e).startswith(str(args.config)) else f"{args.config}: "
+        print(f"error: {where}{e}", file=sys.stderr)
         return 2
     for key, cfg in configs:
         print(f"{key.path}  router={cfg.router} capacity={cfg.capacity} layers={cfg.model.n_layers} "
