@@ -19,7 +19,8 @@ if not workflow.config_settings.configfiles:
 
 
 
-grid.validate(config)  # the packaged schema: one line naming a bad key, then its defaults filled in
+# the packaged schema: one line naming the file and a bad key, then the defaults filled in
+grid.validate(config, ", ".join(map(str, workflow.config_settings.configfiles)) or "config/config.yaml")
 grid.prepare(config)  # the isoflop sweep expanded into models; names checked
 
 
