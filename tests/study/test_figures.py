@@ -20,3 +20,17 @@ def test_pareto_front_keeps_only_undominated_arms():
     })
     front = pareto_front(points)
     assert set(front["arm"]) == {"cheap-good"}
+
+
+def test_the_analysis_side_starts_without_torch():
+    """Each table, statistic and (table) figure is its own Snakemake job: none may pay torch's import
+    (docs/CONTRACT.md). A fresh interpreter, since this one has torch loaded."""
+    import subprocess
+    import sys
+
+    modules = ["aggregate", "stats", "frontier", "tables", "figures", "paper", "sweep_report"]
+    code = (f"import sys\nfor m in {modules}: __import__('sparsedepth.study.' + m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "[]", done.stdout
