@@ -146,17 +146,13 @@ def parser() -> argparse.ArgumentParser:
 
 
 def _user_errors() -> tuple[type[Exception], ...]:
-    """What a bad input raises. The run-loading errors count only once a per-token figure loaded runs:
-    their modules import torch, which the table-only figures never need."""
+    """What a bad input raises. Called by `main`'s `except` only once something was raised: the run-loading
+    errors' modules import torch, which a figure drawn from tables never needs."""
+    from ..checkpoint import CheckpointError
     from ..config import ConfigError
+    from ..data import DataError
 
-    errors = [ResultsError, ConfigError, FileNotFoundError]
-    if "sparsedepth.study.probes" in sys.modules:
-        from ..checkpoint import CheckpointError
-        from ..data import DataError
-
-        errors += [CheckpointError, DataError]
-    return tuple(errors)
+    return ResultsError, ConfigError, CheckpointError, DataError, FileNotFoundError
 
 
 def main(argv: Sequence[str] | None = None) -> int:
