@@ -34,7 +34,7 @@ test: venv
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -n $(JOBS) -q
 
-# The smoke grid through `--profile profiles/slurm` on a real Slurm, its runs.csv compared with a local run.
+# A slice of the smoke grid through `--profile profiles/slurm` on a real Slurm, compared with a local run.
 # As root (or with passwordless sudo) it first stands up a one-node cluster with $(SLURM_SETUP) (idempotent;
 # SLURM_ACCOUNTING=1 adds slurmdbd) and stops it again afterwards if it was not running before; otherwise
 # it uses the Slurm that answers `sinfo`. Fails, rather than skips, when there is none.
