@@ -140,6 +140,35 @@ def test_bad_settings_are_one_clear_error(runs, change, message):
                 progress=lambda s: None)
 
 
+def test_processes_give_medians_and_the_speedups_range(runs, tmp_path, monkeypatch):
+    """`--processes 2`: the whole benchmark run twice, one row per case with the median over the runs and
+    the speedup's range; deterministic columns (acceptance, tokens) as one process gives them. Each "fresh
+    process" runs in this one (starting an interpreter is test_bench_processes' part, on the same code)."""
+    import subprocess
+
+    real = subprocess.run
+
+    def in_this_process(cmd, **kwargs):
+        if cmd[1:4] != ["-m", "sparsedepth.bench", "speculative"]:
+            return real(cmd, **kwargs)  # e.g. git, for the rows' provenance
+        return subprocess.CompletedProcess(cmd, main(cmd[3:]))
+
+    monkeypatch.setattr(subprocess, "run", in_this_process)
+    out = tmp_path / "spec.csv"
+    flags = ["--arms", "early_exit", "--exit-layers", "1", "--draft-tokens", "2", "--prompts", "1",
+             "--prompt-len", "8", "--new-tokens", "4", "--repeats", "1", "--warmup", "0", "--device", "cpu",
+             "--threads", "1"]
+    runs_flag = ["--runs", str(runs["dense"]), str(runs["early_exit"])]
+    assert main(["speculative", "--out", str(out), "--processes", "2", *flags, *runs_flag]) == 0
+    df = pd.read_csv(out)
+    assert list(df.columns) == COLUMNS and len(df) == 4 and (df["processes"] == 2).all()
+    assert ((df["speedup_min"] <= df["speedup"]) & (df["speedup"] <= df["speedup_max"])).all()
+    one = pd.DataFrame(measure(SpecConfig(**{**TINY, "arms": ["early_exit"], "exit_layers": [1],
+                                             "prompts": 1, "new_tokens": 4}),
+                               [runs["dense"], runs["early_exit"]], progress=lambda s: None))
+    assert df["acceptance"].equals(one["acceptance"]) and (one["processes"] == 1).all()
+
+
 def test_bad_flags_exit_2_naming_the_key(runs, tmp_path, capsys):
     out = tmp_path / "x.csv"
     assert main(["speculative", "--out", str(out), "--runs", str(runs["dense"]), "--repeats", "0"]) == 2
@@ -160,16 +189,28 @@ def _dry_run(tmp_path, text: str):
 
 
 def assert_speculative_job_reads_the_configured_runs(stdout: str) -> None:
-    """On `snakemake -n -p` of config/smoke.yaml (test_pipeline's dry run of each shipped grid): the job reads
-    exactly the configured cell's runs and passes its exits; the table rule reads its CSV."""
+    """On `snakemake -n -p` of config/smoke.yaml (test_pipeline's dry run of each shipped grid): one job per
+    cell, each reading exactly its configured runs (weights, summaries, evaluations) and passing its cell,
+    exits and baselines; one merge of both; the table rule reads the merged CSV."""
     import shlex
 
-    job = stdout.split("rule benchmark_speculative:")[1].split("\n\n")[0]
-    inputs = job.split("input: ")[1].splitlines()[0].split(", ")
-    runs = [f"results/runs/C1-s32/{arm}/shakespeare/seed0" for arm in ("dense", "early_exit")]
-    assert sorted(inputs) == sorted(f"{r}/{f}" for r in runs for f in ("summary.json", "model.safetensors"))
-    command = shlex.split(job.split("Shell command:")[1].split(">")[0])
-    assert command[command.index("--runs") + 1:] == runs and "--exit-layers" in command
+    jobs = {}
+    for text in stdout.split("rule benchmark_speculative:")[1:]:
+        job = text.split("\n\n")[0]
+        command = shlex.split(job.split("Shell command:")[1].split(">")[0])
+        jobs[command[command.index("--cell") + 1]] = (job, command)
+    assert set(jobs) == {"main", "decode"}
+    cells = {"main": ("dense", "early_exit"), "decode": ("dense", "early_exit", "dense-shallow")}
+    for cell, arms in cells.items():
+        job, command = jobs[cell]
+        inputs = job.split("input: ")[1].splitlines()[0].split(", ")
+        runs = [f"results/runs/C1-s32/{arm}/shakespeare/seed0" for arm in arms]
+        files = ("summary.json", "model.safetensors", "eval.json")
+        assert sorted(inputs) == sorted(f"{r}/{f}" for r in runs for f in files), cell
+        assert command[command.index("--runs") + 1:] == runs and "--exit-layers" in command
+        assert ("--baselines" in command) == (cell == "decode")
+    merge = stdout.split("rule merge_speculative:")[1].split("\n\n")[0]
+    assert "results/bench/speculative/main.csv" in merge and "results/bench/speculative/decode.csv" in merge
     table = stdout.split("rule table:")
     assert any("results/bench/speculative.csv" in t.split("\n\n")[0] for t in table[1:])
 

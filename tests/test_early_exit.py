@@ -1,6 +1,8 @@
 """Early exit: exited tokens keep serving as keys/values (state propagation), calibration, exit loss, and
 CALM's three confidence measures (each causal, batch-independent and decodable with a cache)."""
 
+from dataclasses import replace
+
 import pytest
 import torch
 from conftest import cached_decode, make, tokens
@@ -85,6 +87,26 @@ def test_at_capacity_one_no_token_exits_and_nothing_is_scored(tiny_cfg):
     assert model.router.calibrate(model, batches) == -1.0  # nothing to calibrate
     assert model(batches[0]).routing.all()
     assert model.router.flops_per_token() == model.router.weight_flops_per_token()
+
+
+def test_at_capacity_one_blocks_run_whole_and_equal_the_gathered_path(tiny_cfg, monkeypatch):
+    """With no exits every decision is `whole`: the model runs each block as an unrouted one (no gather plan,
+    no host sync: at batch-1 decoding that was half the time), with the same logits as the gathered path,
+    in a full forward and in cached decoding."""
+    model = make("early_exit", tiny_cfg, capacity=1.0).eval()
+    idx = tokens(tiny_cfg, batch=2, length=12)
+    seen = []
+    real_decide = model.router.decide
+    monkeypatch.setattr(model.router, "decide", lambda h, i: seen.append(real_decide(h, i)) or seen[-1])
+    with torch.no_grad():
+        whole, cached = model(idx).logits, cached_decode(model, idx, prompt=6)[0]
+    assert seen and all(d.whole for d in seen)
+    monkeypatch.setattr(model.router, "decide", lambda h, i: replace(real_decide(h, i), whole=False))
+    with torch.no_grad():
+        gathered = model(idx).logits
+    assert torch.allclose(whole, gathered, atol=TOL) and torch.allclose(cached, whole, atol=1e-4)
+    model.train()
+    assert not model.router.decide(torch.zeros(2, 4, tiny_cfg.d_model), 1).whole  # layer dropout decides
 
 
 def test_exit_loss_trains_early_layers_through_the_shared_head(tiny_cfg):

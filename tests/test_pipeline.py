@@ -97,6 +97,7 @@ def test_lint_passes():
     ("  arms: [dense, early_exit]\n", "  arms: [dense, nope]\n"),
     ("  new_tokens: 8\n", "  new_tokens: 30\n"),
     ("  repeats: 2\n  warmup: 0\n  device: cpu\n", "  repeats: 0\n  warmup: 0\n  device: cpu\n"),
+    ("    baselines: [dense-shallow]\n", "    baselines: [nope]\n"),
 ])
 def test_invalid_config_value_stops_with_a_message_naming_the_key(replace, key, tmp_path, capsys):
     """The checks the Snakefile runs before planning (schema, then `grid.prepare` and every run's config),
@@ -112,8 +113,8 @@ def test_invalid_config_value_stops_with_a_message_naming_the_key(replace, key, 
     output = capsys.readouterr().err
     assert len(output.strip().splitlines()) == 1 and str(bad) in output, output
     name = key.split(":")[0].strip()
-    if replace.startswith("  "):  # the speculative block's keys: named in full
-        name = f"speculative.{name}"
+    if replace.startswith("  "):  # the speculative block's keys (its decode cell's): named in full
+        name = f"speculative.decode.{name}" if replace.startswith("    ") else f"speculative.{name}"
     assert name in output, output
 
 

@@ -30,7 +30,7 @@ BUDGETS = {
     "benchmark.decode_batch", "benchmark.repeats", "benchmark.warmup", "benchmark.threads",
     "benchmark.max_seconds", "benchmark.processes", "lm_eval.device", "lm_eval.batch_size", "lm_eval.limit",
     "speculative.prompts", "speculative.new_tokens", "speculative.repeats", "speculative.warmup",
-    "speculative.device", "speculative.threads",
+    "speculative.device", "speculative.threads", "speculative.processes",
 }
 BUDGET_FLOPS = re.compile(r"isoflop\.budgets\.\w+\.flops")  # an isoFLOP budget's training FLOPs
 

@@ -177,7 +177,10 @@ class SparseDepthModel(nn.Module):
                     decision = self.router.decide(h, i)
                 if real is not None:  # padding runs no block, whatever the router said
                     decision = replace(decision, mask=decision.mask & real, index=None)
-                h = apply(block, h, decision, self.rope, positions, layer_cache, real)
+                if decision.whole:  # every token runs it (gate 1): as an unrouted block, nothing gathered
+                    h = h + block.residual(h, self.rope, positions, cache=layer_cache, valid=real)
+                else:
+                    h = apply(block, h, decision, self.rope, positions, layer_cache, real)
                 ran.append(decision.mask)
             else:
                 h = h + block.residual(h, self.rope, positions, cache=layer_cache, valid=real)

@@ -92,3 +92,19 @@ def test_a_file_without_cells_is_the_grids_cell():
     assert filled["test_bpb"].isna().all() and len(main_cell(old)) == 2
     assert cell_table(old).empty
     assert speculative_numbers(old)["CpuSpecSpeedup"] == "1.25"
+
+
+def test_over_processes_the_reference_speedup_carries_its_range():
+    """A cell timed in three processes: the fastest setting's speedup over the reference shows its range
+    across them, and the caption says what the medians are over; over a baseline only the median."""
+    rows = decode_rows()
+    rows["processes"] = 3
+    fast = (rows["decoding"] == "speculative") & (rows["exit_layer"] == 2)
+    rows.loc[fast, ["speedup_min", "speedup_max"]] = [1.9, 2.4]
+    table = cell_table(rows)
+    ref, half = table.iloc[0], table.iloc[1]
+    assert (ref["speculative_min"], ref["speculative_max"]) == (1.9, 2.4)
+    assert pd.isna(half["speculative_min"]) and ref["processes"] == 3
+    latex = format_speculative(speculative_table(pd.concat([main_rows(), rows], ignore_index=True)))
+    assert "2.22 (1.90--2.40)" in latex and "median over 3 fresh processes" in latex
+    assert "1.33 (" not in latex  # dense-half: the median alone

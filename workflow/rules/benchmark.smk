@@ -46,28 +46,47 @@ rule benchmark:
         "results/figures/speed.pdf",
 
 
-if SPEC_RUNS:  # `speculative.enabled`: without it nothing here exists and the paper says "not measured"
+if SPEC_CELLS:  # `speculative.enabled`: without it nothing here exists and the paper says "not measured"
 
     rule benchmark_speculative:
-        """Self-speculative against ordinary greedy decoding of one cell's trained runs (batch 1, one
-        process): tokens/s, speedups over dense's and the arm's own decoding, acceptance, tokens per
-        verification round, FLOPs per token, and per exit the draft alone's speed (speculation's ceiling);
-        it fails if a speculative output is not the greedy output."""
+        """Self-speculative against ordinary greedy decoding of one cell's trained runs (batch 1; `main`, the
+        grid's cell, or `decode`, a deeper model trained to exit early): tokens/s, speedups over the
+        reference's and the arm's own decoding, acceptance, tokens per verification round, FLOPs per token,
+        and per exit the draft alone's speed (speculation's ceiling); it fails if a speculative output is not
+        the greedy output."""
         input:
             summaries=speculative_inputs("summary.json"),
             weights=speculative_inputs("model.safetensors"),
+            evals=speculative_inputs("eval.json"),  # each row carries its run's test bits per byte
         output:
-            "results/bench/speculative.csv",
+            "results/bench/speculative/{cell}.csv",
+        wildcard_constraints:
+            cell="|".join(SPEC_CELLS),
         params:
             runs=lambda w, input: [os.path.dirname(p) for p in input.summaries],
-            args=speculative_args(),
+            args=lambda w: speculative_args(w.cell),
         threads: workflow.cores
         resources:
             **job_resources("benchmark_speculative", gpu_token=1),
         log:
-            "results/logs/benchmark/speculative.log",
+            "results/logs/benchmark/speculative-{cell}.log",
         conda:
             ENV
         shell:
             "python -m sparsedepth.bench speculative {params.args} --out {output:q} --runs {params.runs:q} "
             "> {log:q} 2>&1"
+
+    rule merge_speculative:
+        """One speculative table (its `cell` column tells the cells apart) for tables, numbers and the paper."""
+        input:
+            expand("results/bench/speculative/{cell}.csv", cell=list(SPEC_CELLS)),
+        output:
+            "results/bench/speculative.csv",
+        resources:
+            **job_resources("merge_speculative"),
+        log:
+            "results/logs/benchmark/merge_speculative.log",
+        conda:
+            ENV
+        shell:
+            "python -m sparsedepth.bench merge --speculative --out {output:q} {input:q} > {log:q} 2>&1"

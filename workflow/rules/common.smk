@@ -74,21 +74,24 @@ def lm_eval_options():
 
 # --- the speculative-decoding benchmark (workflow/rules/benchmark.smk): off unless `speculative.enabled` ---
 SPEC = config["speculative"]
-SPEC_RUNS = grid.speculative_runs(config)  # the trained runs it reads, reference first; [] when off
-SPEC_CSV = ["results/bench/speculative.csv"] if SPEC_RUNS else []  # without it: "not measured"
+SPEC_CELLS = grid.speculative_cells(config)  # main (and decode): settings and the runs read; {} when off
+SPEC_CSV = ["results/bench/speculative.csv"] if SPEC_CELLS else []  # without it: "not measured"
 
 
 def speculative_inputs(name):
-    """`name` (summary.json, model.safetensors) of exactly the runs the speculative benchmark reads."""
-    return [f"{run_dir('results', key)}/{name}" for key in SPEC_RUNS]
+    """Input function: `name` (summary.json, model.safetensors) of exactly the runs cell `w.cell` reads."""
+    return lambda w: [f"{run_dir('results', key)}/{name}" for key in SPEC_CELLS[w.cell]["runs"]]
 
 
-def speculative_args():
-    """`python -m sparsedepth.bench speculative` flags from the config (each quoted)."""
-    flags = {"reference": q(SPEC["reference"]), "arms": csv_list(SPEC["arms"]),
-             "exit-layers": csv_list(SPEC["exit_layers"]), "draft-tokens": csv_list(SPEC["draft_tokens"])}
-    flags.update({k.replace("_", "-"): q(SPEC[k]) for k in ("prompts", "prompt_len", "new_tokens", "repeats",
-                                                              "warmup", "device", "threads")})
+def speculative_args(cell):
+    """`python -m sparsedepth.bench speculative` flags of one cell, from the config (each quoted)."""
+    c = SPEC_CELLS[cell]
+    flags = {"cell": q(cell), "reference": q(c["reference"]), "arms": csv_list(c["arms"]),
+             "exit-layers": csv_list(c["exit_layers"]), "draft-tokens": csv_list(c["draft_tokens"])}
+    if c["baselines"]:
+        flags["baselines"] = csv_list(c["baselines"])
+    flags.update({k.replace("_", "-"): q(c[k]) for k in ("prompts", "prompt_len", "new_tokens", "repeats",
+                                                           "warmup", "device", "threads", "processes")})
     return " ".join(f"--{k} {v}" for k, v in flags.items())
 
 

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from ..cli import add_dataclass_flags, flags_to_overrides
 from ..config import ConfigError, from_dict, to_dict
 from .config import RUN_SETTINGS, BenchConfig, origin_grid
-from .grid import across_processes, merge, run_grid, write_rows
+from .grid import POINT, across_processes, merge, run_grid, write_rows
 
 
 def parser() -> argparse.ArgumentParser:
@@ -33,10 +33,16 @@ def config_from_flags(args: argparse.Namespace) -> BenchConfig:
 def merge_main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="python -m sparsedepth.bench merge")
     p.add_argument("--out", required=True)
+    p.add_argument("--speculative", action="store_true", help="the inputs are speculative tables (cells)")
     p.add_argument("inputs", nargs="+")
     args = p.parse_args(argv)
     try:
-        merge(args.inputs, args.out)
+        if args.speculative:
+            from . import speculative
+
+            merge(args.inputs, args.out, speculative.COLUMNS, speculative.ADDED_COLUMNS)
+        else:
+            merge(args.inputs, args.out)
     except (ConfigError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -57,12 +63,14 @@ def speculative_parser() -> argparse.ArgumentParser:
 
 
 def speculative_main(argv: Sequence[str]) -> int:
-    from .speculative import SpecConfig, SpeculativeMismatch, measure
+    from .speculative import POINT, SpecConfig, SpeculativeMismatch, measure
     from .speculative import write_rows as write_spec
 
     args = speculative_parser().parse_args(argv)
     try:
         spec = from_dict(SpecConfig, flags_to_overrides(args, SpecConfig), "speculative benchmark flags")
+        if spec.processes > 1:
+            return in_processes(["speculative", *argv], spec.processes, args.out, POINT, write_spec)
         rows = measure(spec, args.runs, progress=lambda s: print(s, flush=True))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -75,9 +83,11 @@ def speculative_main(argv: Sequence[str]) -> int:
     return 0
 
 
-def in_processes(argv: Sequence[str], n: int, out: str) -> int:
-    """The same benchmark in `n` fresh processes, one after another (each times every case interleaved), then
-    one table of medians and ranges over them (`grid.across_processes`); no output if any process fails."""
+def in_processes(argv: Sequence[str], n: int, out: str, point: Sequence[str] = POINT,
+                 write: Callable[[list[dict], str], None] = write_rows) -> int:
+    """The same benchmark (`argv`: the grid's, or `speculative ...`) in `n` fresh processes, one after another
+    (each times every case interleaved), then one table of medians and ranges over them
+    (`grid.across_processes`, rows named by `point`); no output if any process fails."""
     import subprocess
     import tempfile
     from pathlib import Path
@@ -90,12 +100,13 @@ def in_processes(argv: Sequence[str], n: int, out: str) -> int:
             part = Path(tmp) / f"process{i}.csv"
             print(f"process {i + 1}/{n}", flush=True)
             cmd = [sys.executable, "-m", "sparsedepth.bench", *argv, "--processes", "1", "--out", str(part)]
-            if subprocess.run(cmd).returncode != 0:
+            done = subprocess.run(cmd)
+            if done.returncode != 0:
                 print(f"error: benchmark process {i + 1}/{n} failed (see its output above)", file=sys.stderr)
-                return 1
+                return done.returncode
             tables.append(pd.read_csv(part))
-    rows = across_processes(tables)
-    write_rows(rows, out)
+    rows = across_processes(tables, point)
+    write(rows, out)
     print(f"wrote {len(rows)} rows to {out} (medians over {n} processes)")
     return 0
 

@@ -203,37 +203,41 @@ def write_rows(rows: list[dict], out: str | Path) -> None:
     write_csv(pd.DataFrame(rows, columns=COLUMNS), out)
 
 
-def merge(inputs: Sequence[str | Path], out: str | Path) -> None:
-    """Concatenate benchmark CSVs into one tidy table (the workflow's bench.csv)."""
+def merge(inputs: Sequence[str | Path], out: str | Path, columns: Sequence[str] = COLUMNS,
+          added: Sequence[str] = ADDED_COLUMNS) -> None:
+    """Concatenate benchmark CSVs with the given column contract (the grid's by default; the speculative
+    benchmark's for its cells) into one tidy table (the workflow's bench.csv, speculative.csv)."""
     import pandas as pd
 
     frames = [pd.read_csv(p) for p in inputs]
     for path, frame in zip(inputs, frames, strict=True):
-        missing = set(COLUMNS) - set(frame.columns) - set(ADDED_COLUMNS)  # tables written before them: NaN
+        missing = set(columns) - set(frame.columns) - set(added)  # tables written before them: NaN
         if missing:
             raise ConfigError(f"{path}: not a benchmark table (missing {sorted(missing)})")
-    write_rows(pd.concat(frames, ignore_index=True).reindex(columns=COLUMNS).to_dict("records"), out)
+    write_csv(pd.concat(frames, ignore_index=True).reindex(columns=list(columns)), out)
 
 
 POINT = ["grid", "kind", "impl", "router", "capacity", "batch", "seq_len", "d_model", "n_layers"]
 
 
-def across_processes(tables: Sequence[pd.DataFrame]) -> list[dict]:
-    """One row per point of the same benchmark run in several processes: each measured number is the median
-    over processes, the speedup's range is [speedup_min, speedup_max], and `processes` says how many
-    measured it. Why: on shared machines a process's timings shift as a whole (the same dense decode took
-    319-479 ms in back-to-back processes), which repeats inside one process cannot see."""
+def across_processes(tables: Sequence[pd.DataFrame], point: Sequence[str] = POINT) -> list[dict]:
+    """One row per point (the columns that name a measurement: the grid's by default) of the same benchmark
+    run in several processes: each measured number is the median over processes, the speedup's range is
+    [speedup_min, speedup_max], and `processes` says how many measured it. Why: on shared machines a
+    process's timings shift as a whole (the same dense decode took 319-479 ms in back-to-back processes),
+    which repeats inside one process cannot see."""
     import pandas as pd
 
     rows = []
     frame = pd.concat([t.assign(_process=i) for i, t in enumerate(tables)], ignore_index=True)
-    for _, group in frame.groupby(POINT, sort=False, dropna=False):
+    for _, group in frame.groupby(list(point), sort=False, dropna=False):
         row = group.iloc[0].to_dict()
         for column in group.columns:
-            if column not in POINT and pd.api.types.is_numeric_dtype(group[column]):
+            if column not in point and pd.api.types.is_numeric_dtype(group[column]):
                 row[column] = group[column].median()
         row["speedup_min"], row["speedup_max"] = group["speedup"].min(), group["speedup"].max()
-        row["efficiency"] = row["speedup"] / row["ideal_speedup"]
+        if "ideal_speedup" in row:
+            row["efficiency"] = row["speedup"] / row["ideal_speedup"]
         row["processes"] = group["_process"].nunique()
         del row["_process"]
         rows.append(row)

@@ -49,9 +49,12 @@ COLUMNS = ["device", "device_name", "torch", "threads", "git_sha", "model", "dat
            "batch", "prompts", "prompt_len", "new_tokens", "repeats", "median_ms", "iqr_ms", "tokens_per_s",
            "speedup", "self_speedup", "rounds", "drafted", "accepted", "acceptance", "tokens_per_round",
            "layers_per_token", "flops_per_token", "dense_flops_per_token", "ideal_speedup", "greedy_match",
-           "ceiling_speedup", "cell", "role", "test_bpb"]
-# later additions: files written before them read as the grid's own cell (`MAIN_CELL`), roles from the arms
-ADDED_COLUMNS = ("ceiling_speedup", "cell", "role", "test_bpb")
+           "ceiling_speedup", "cell", "role", "test_bpb", "speedup_min", "speedup_max", "processes"]
+# later additions: files written before them read as the grid's own cell (`MAIN_CELL`), roles from the arms,
+# one process
+ADDED_COLUMNS = ("ceiling_speedup", "cell", "role", "test_bpb", "speedup_min", "speedup_max", "processes")
+# what names a row: the same in every process of a `--processes` run (bench/grid.across_processes)
+POINT = ["cell", "arm", "decoding", "exit_layer", "draft_tokens"]
 MAIN_CELL = "main"
 
 
@@ -84,6 +87,9 @@ class SpecConfig:
     device: str = option("auto", "auto (CUDA when visible, else the CPU), cpu or cuda",
                          enum=["auto", "cpu", "cuda"])
     threads: int = option(0, "torch CPU threads (0: torch's default)", minimum=0)
+    processes: int = option(1, "run the whole benchmark this many times, each in a fresh process, one after "
+                            "another; rows report the median over processes and the speedup's range "
+                            "(speedup_min, speedup_max)", minimum=1)
 
 
 @dataclass
@@ -268,7 +274,8 @@ def measure(spec: SpecConfig, run_dirs: Sequence[str | Path],
                      "dense_flops_per_token": dense.flops, "ideal_speedup": ratio(dense.flops, case.flops),
                      "greedy_match": True if case.decoding == "speculative" else None,
                      "ceiling_speedup": ref_ms / draft[0] if draft else np.nan,
-                     "role": role(spec, case.arm), "test_bpb": bpb[case.arm]})
+                     "role": role(spec, case.arm), "test_bpb": bpb[case.arm],
+                     "speedup_min": ref_ms / ms, "speedup_max": ref_ms / ms, "processes": 1})
     return rows
 
 

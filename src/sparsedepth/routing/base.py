@@ -30,12 +30,16 @@ class Decision:
     `index` ([B, K], sorted positions) is set when every sample keeps exactly K tokens (top-k style): the
     model then gathers without padding and without a device→host sync. `propagate`: skipped tokens still
     serve as keys/values (their current hidden state) in this block (early exit's state propagation).
+    `whole`: the router knows without looking that every token runs the block with gate 1 (an exit router
+    that never exits), so the model runs it as an unrouted block: no gather plan, no device→host sync, which
+    at batch-1 decoding is most of a routed block's cost.
     """
 
     mask: Tensor  # [B, T] bool
     gate: Tensor  # [B, T] float; value 1 for straight-through routers, gradient flows through it
     index: Tensor | None = None
     propagate: bool = False
+    whole: bool = False
 
 
 def straight_through(hard: Tensor, soft: Tensor) -> Tensor:

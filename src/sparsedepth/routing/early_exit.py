@@ -137,7 +137,8 @@ class EarlyExitRouter(Router):
         if layer > 0 and self.exits:
             self.exited = self.exited | (self.score(h, layer) > self.threshold)
         self.previous = h
-        return PropagatingDecision(mask=~self.exited, gate=ones)
+        # no exits (capacity 1: LayerSkip training for self-speculation alone): every token runs every block
+        return PropagatingDecision(mask=~self.exited, gate=ones, whole=not self.exits)
 
     def target_loss(self, targets: Tensor, logits: Tensor | None = None) -> Tensor | None:
         """LayerSkip's early-exit loss: the shared head's cross-entropy at each intermediate layer,

@@ -216,7 +216,7 @@ def check_names(study: dict) -> None:
     if unknown:
         raise ConfigError(f"benchmark.routers: unknown router(s) {unknown}; "
                           f"known: {', '.join(sorted(ROUTERS))}")
-    speculative_runs(study)  # checks its names and sizes
+    speculative_cells(study)  # checks its names and sizes
     sweeps.frontier_spec(study)  # the frontier's arms must be swept
     variants = study.get("variants", {})
     wanted = study.get("figures", {}).get("routing_map_variants", [])
@@ -225,32 +225,56 @@ def check_names(study: dict) -> None:
                           f"({', '.join(variants)})")
 
 
-def speculative_runs(study: dict) -> list[RunKey]:
-    """The trained runs the speculative benchmark reads (reference first), none when it is off. A name or
-    size that could not run is a ConfigError naming its `speculative.*` key, before any job starts."""
+SHARED_SPECULATIVE = ("dataset", "seed", "prompts", "prompt_len", "new_tokens", "repeats", "warmup", "device",
+                      "threads", "processes")  # `speculative:` keys every cell of it shares
+# per cell (a decode cell may time itself in more processes than the main cell)
+CELL_SPECULATIVE = ("model", "reference", "arms", "baselines", "exit_layers", "draft_tokens", "processes")
+
+
+def speculative_cells(study: dict) -> dict[str, dict]:
+    """The speculative benchmark's cells ({} when it is off): `main`, the grid's own (`speculative:`), and
+    `decode` when `speculative.decode:` names a deeper model trained to exit early. Each is its settings
+    (the shared ones and its own) and `runs`, the trained runs it reads, reference first. A name or size that
+    could not run is a ConfigError naming its `speculative.*` key, before any job starts."""
     spec = study.get("speculative", {})
     if not spec.get("enabled"):
-        return []
-    for key, known in (("model", study["models"]), ("dataset", study["datasets"])):
-        if spec.get(key) not in known:
-            raise ConfigError(f"speculative.{key}: {spec.get(key)!r} is not one of the grid's {key}s "
+        return {}
+    shared = {k: spec[k] for k in SHARED_SPECULATIVE if k in spec}
+    cells = {"main": (spec, "speculative")}
+    if spec.get("decode"):
+        cells["decode"] = (spec["decode"], "speculative.decode")
+    out = {}
+    for name, (own, where) in cells.items():
+        cell = {**shared, "baselines": [], **{k: own[k] for k in CELL_SPECULATIVE if k in own}, "cell": name}
+        cell["runs"] = _speculative_keys(study, cell, where)
+        out[name] = cell
+    return out
+
+
+def _speculative_keys(study: dict, cell: dict, where: str) -> list[RunKey]:
+    """The runs one cell reads (reference, arms, baselines), each checked to be trained by the grid."""
+    places = (("model", study["models"], where), ("dataset", study["datasets"], "speculative"))
+    for key, known, place in places:
+        if cell.get(key) not in known:
+            raise ConfigError(f"{place}.{key}: {cell.get(key)!r} is not one of the grid's {key}s "
                               f"({', '.join(known)})")
-    arms = list(dict.fromkeys([spec["reference"], *spec["arms"]]))
-    keys = [RunKey(spec["model"], arm, spec["dataset"], spec["seed"]) for arm in arms]
+    arms = list(dict.fromkeys([cell["reference"], *cell["arms"], *cell["baselines"]]))
+    keys = [RunKey(cell["model"], arm, cell["dataset"], cell["seed"]) for arm in arms]
     trained = set(run_keys(study))
     for key in keys:
         if key not in trained:
-            field = "reference" if key.variant == spec["reference"] else "arms"
-            raise ConfigError(f"speculative.{field}: the grid trains no run {key.path} (a variant of this "
+            field = ("reference" if key.variant == cell["reference"]
+                     else "arms" if key.variant in cell["arms"] else "baselines")
+            raise ConfigError(f"{where}.{field}: the grid trains no run {key.path} (a variant of this "
                               f"grid, at that cell and seed?)")
         model = train_config(study, key).model
-        length = spec["prompt_len"] + spec["new_tokens"]
+        length = cell["prompt_len"] + cell["new_tokens"]
         if length > model.max_seq_len:
             raise ConfigError(f"speculative.new_tokens: prompt_len + new_tokens = {length} exceeds "
                               f"{key.variant}'s max_seq_len {model.max_seq_len}")
-        bad = [e for e in spec["exit_layers"] if key.variant in spec["arms"] and e >= model.n_layers]
+        bad = [e for e in cell["exit_layers"] if key.variant in cell["arms"] and e >= model.n_layers]
         if bad:
-            raise ConfigError(f"speculative.exit_layers: {bad} not below {key.variant}'s {model.n_layers} "
+            raise ConfigError(f"{where}.exit_layers: {bad} not below {key.variant}'s {model.n_layers} "
                               "blocks")
     return keys
 

@@ -25,6 +25,7 @@ import os
 from collections.abc import Mapping
 
 from ..flops import train_flops_per_step
+from . import grid
 from .grid import train_config
 from .layout import RunKey
 
@@ -43,7 +44,8 @@ EVAL_FLOPS_PER_THREAD = 2e10  # forward only, large batches (on the CPU; on CUDA
 
 # Jobs that only read tidy tables or plot: (minutes, MB).
 SMALL = {"aggregate": (30, 4000), "stats": (60, 8000), "merge_benchmarks": (15, 2000),
-         "figure": (30, 8000), "table": (15, 2000), "paper": (30, 4000), "export_hf": (15, 4000)}
+         "merge_speculative": (15, 2000), "figure": (30, 8000), "table": (15, 2000), "paper": (30, 4000),
+         "export_hf": (15, 4000)}
 
 
 def _round_up(value: float, step: int) -> int:
@@ -135,15 +137,21 @@ def runtime(study: dict, rule: str, key: RunKey | None = None, attempt: int = 1,
                  + len(bench.get("decode_prompt", [128])) * len(bench.get("decode_batch", [1, 8])))
         routers = len(bench.get("routers", [])) + 1
         minutes = START_MINUTES + 2 * cells * routers * bench.get("max_seconds", 600) / 60 / 4
-    elif rule == "benchmark_speculative":  # each case decoded repeats + 3 times at 20 ms/token (pessimistic)
-        spec = study.get("speculative", {})
-        configs = len(spec.get("exit_layers", [])) * len(spec.get("draft_tokens", []))
-        cases = len(spec.get("arms", [])) * (1 + configs)
+    elif rule == "benchmark_speculative":  # each case decoded repeats + 3 times at 20 ms/token (pessimistic),
+        cases = max([_speculative_cases(cell) for cell in grid.speculative_cells(study).values()] or [0])
+        spec = study.get("speculative", {})  # in each process, in the largest cell
         tokens = spec.get("prompts", 2) * spec.get("new_tokens", 32) * (spec.get("repeats", 3) + 3)
-        minutes = START_MINUTES + cases * tokens * 0.02 / 60
+        minutes = START_MINUTES + spec.get("processes", 1) * cases * tokens * 0.02 / 60
     else:
         minutes = SMALL[rule][0]
     return _minutes(minutes, attempt, env)
+
+
+def _speculative_cases(cell: dict) -> int:
+    """Decodings one cell of the speculative benchmark times: each arm's ordinary, draft-only and speculative
+    settings, and each comparator's ordinary."""
+    configs = len(cell["exit_layers"]) * (1 + len(cell["draft_tokens"]))
+    return len(cell["arms"]) * (1 + configs) + 1 + len(cell["baselines"])
 
 
 def mem_mb(study: dict, rule: str, key: RunKey | None = None) -> int:

@@ -16,7 +16,8 @@ import pandas as pd
 from .latex import NOT_MEASURED, escape_latex, finite, fmt_int, fmt_num, to_latex
 
 MAIN_CELL = "main"
-CELL_COLUMNS = {"ceiling_speedup": float("nan"), "cell": MAIN_CELL, "role": None, "test_bpb": float("nan")}
+CELL_COLUMNS = {"ceiling_speedup": float("nan"), "cell": MAIN_CELL, "role": None, "test_bpb": float("nan"),
+                "speedup_min": float("nan"), "speedup_max": float("nan"), "processes": 1}
 DECODE_MACROS = ("DecodeCell", "DecodeModel", "DecodeLayers", "DecodeArm", "DecodeExitLayer",
                  "DecodeDraftTokens", "DecodeSpeedup", "DecodeCeiling", "DecodeCeilingExit",
                  "DecodeAcceptance", "DecodeOrdinary", "DecodeBpb", "DecodeReferenceBpb", "DecodeBaseline",
@@ -49,7 +50,8 @@ def cell_table(spec: pd.DataFrame) -> pd.DataFrame:
     spec = with_cells(spec) if not spec.empty else spec
     cols = ["device", "device_name", "cell", "model", "n_layers", "arm", "comparator", "comparator_layers",
             "comparator_bpb", "bpb", "ordinary", "ceiling", "ceiling_exit", "speculative", "exit_layer",
-            "draft_tokens", "acceptance", "prompts", "new_tokens", "repeats"]
+            "draft_tokens", "acceptance", "prompts", "new_tokens", "repeats", "processes", "speculative_min",
+            "speculative_max"]
     if spec.empty:
         return pd.DataFrame(columns=cols)
     out = []
@@ -78,8 +80,21 @@ def cell_table(spec: pd.DataFrame) -> pd.DataFrame:
                     "exit_layer": best["exit_layer"] if best is not None else float("nan"),
                     "draft_tokens": best["draft_tokens"] if best is not None else float("nan"),
                     "acceptance": best["acceptance"] if best is not None else float("nan"),
-                    **{k: ordinary.loc[arm, k] for k in ("prompts", "new_tokens", "repeats")}})
+                    **{k: ordinary.loc[arm, k] for k in ("prompts", "new_tokens", "repeats", "processes")},
+                    **_range(best, comp == best["reference"] if best is not None else False)})
     return pd.DataFrame(out, columns=cols)
+
+
+def _range(best: pd.Series | None, over_reference: bool) -> dict[str, float]:
+    """The fastest setting's speedup range across processes: known over the reference only (each process
+    timed both; over a baseline only the medians compare)."""
+    if best is None or not over_reference:
+        return {"speculative_min": float("nan"), "speculative_max": float("nan")}
+    return {"speculative_min": best["speedup_min"], "speculative_max": best["speedup_max"]}
+
+
+def _with_range(x: float, low: float, high: float) -> str:
+    return f"{fmt_num(x)} ({fmt_num(low)}--{fmt_num(high)})" if finite(low) and low != high else fmt_num(x)
 
 
 def format_cell(table: pd.DataFrame) -> str:
@@ -95,7 +110,8 @@ def format_cell(table: pd.DataFrame) -> str:
         "Ordinary": [fmt_num(x) for x in table["ordinary"]],
         "Ceiling (exit)": [f"{fmt_num(c)} ({fmt_int(e)})" if finite(c) else fmt_num(c)
                            for c, e in zip(table["ceiling"], table["ceiling_exit"], strict=True)],
-        "Speculative": [fmt_num(x) for x in table["speculative"]],
+        "Speculative": [_with_range(*v) for v in zip(table["speculative"], table["speculative_min"],
+                                                     table["speculative_max"], strict=True)],
         "Exit, draft": [f"{fmt_int(e)}, {fmt_int(k)}" if finite(e) else NOT_MEASURED
                         for e, k in zip(table["exit_layer"], table["draft_tokens"], strict=True)],
         "Accept.": [fmt_num(x) for x in table["acceptance"]],
@@ -108,10 +124,19 @@ def format_cell(table: pd.DataFrame) -> str:
                f"{fmt_int(first['n_layers'])} blocks, trained to exit early): its decoding at batch 1 over "
                "each compared model's ordinary greedy decoding, timed in the same process "
                f"({fmt_int(first['prompts'])} prompts, {fmt_int(first['new_tokens'])} new tokens, median of "
-               f"{fmt_int(first['repeats'])} repeats); test bits per byte of both; the draft-only ceiling at "
+               f"{fmt_int(first['repeats'])} repeats{_processes(first['processes'])}); test bits per byte of "
+               "both; the draft-only ceiling at "
                "its best exit; the fastest speculative setting (exit layer, tokens drafted per round), "
                "whose output equals greedy decoding, and its acceptance.")
     return to_latex(disp, keys, caption, "tab:decode-cell")
+
+
+def _processes(n: float) -> str:
+    """How many processes a cell's medians are over, and where the range is (nothing for one)."""
+    if not finite(n) or n <= 1:
+        return ""
+    return (f", then the median over {fmt_int(n)} fresh processes, with the range over them in parentheses "
+            "(over the reference only)")
 
 
 def cell_numbers(spec: pd.DataFrame, device: str, prefix: str) -> dict[str, str]:
