@@ -38,14 +38,25 @@ def shift_biases(model: SparseDepthModel, idx: Tensor, blocks: Sequence[tuple[nn
 def bisect_bias(model: SparseDepthModel, idx: Tensor, bias: Tensor, capacity: float,
                 iterations: int = 40, low: float = -30.0, high: float = 30.0) -> None:
     """Bisect one bias so the mean fraction of routed blocks run on `idx` is `capacity` (the fraction rises
-    with the bias), for a router whose one score sets every routed block's decision (the probe)."""
+    with the bias), for a router whose one score sets every routed block's decision (the probe).
+
+    The bias ends in the middle of the interval that keeps that fraction, not at its lower end: there a
+    token's margin is ~1e-11 and a kernel's rounding (a batched prefill against a one-token decode step)
+    flips its decision."""
     routed = torch.tensor(model.router.routed_layers)
 
     def fraction(value: float) -> float:
         bias.fill_(value)
         return model(idx).routing[..., routed].float().mean().item()
 
-    for _ in range(iterations):
-        mid = (low + high) / 2
-        low, high = (mid, high) if fraction(mid) < capacity else (low, mid)
-    bias.fill_(high)
+    def lowest(reaching: float, low: float, high: float, iterations: int) -> float:
+        """The smallest bias in [low, high] whose fraction reaches `reaching`, to within the bisection."""
+        for _ in range(iterations):
+            mid = (low + high) / 2
+            low, high = (mid, high) if fraction(mid) < reaching else (low, mid)
+        return high
+
+    start = lowest(capacity, low, high, iterations)
+    kept = fraction(start)
+    end = lowest(kept + 1e-9, start, high, iterations // 2) if kept < 1.0 else high
+    bias.fill_((start + end) / 2)
