@@ -22,6 +22,7 @@ from pathlib import Path
 from .checkpoint import CheckpointError
 from .config import ConfigError, load_file
 from .rundir import RunLocked
+from .startup import skip_dynamo_import
 
 EXIT_USER_ERROR = 2
 EXIT_RUNTIME_ERROR = 1
@@ -184,6 +185,7 @@ def cmd_prepare(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from .evaluate import evaluate_run
 
+    skip_dynamo_import()  # evaluation never compiles
     result = evaluate_run(args.run, max_batches=args.max_batches, out_path=args.out, units_path=args.units,
                           segment_tokens=args.segment_tokens, device=args.device)
     for mode, entry in result["modes"].items():

@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 
 from ..cli import add_dataclass_flags, flags_to_overrides
 from ..config import ConfigError, from_dict, to_dict
+from ..startup import skip_dynamo_import
 from .config import RUN_SETTINGS, BenchConfig, origin_grid
 from .grid import POINT, across_processes, merge, run_grid, write_rows
 
@@ -71,6 +72,7 @@ def speculative_main(argv: Sequence[str]) -> int:
         spec = from_dict(SpecConfig, flags_to_overrides(args, SpecConfig), "speculative benchmark flags")
         if spec.processes > 1:
             return in_processes(["speculative", *argv], spec.processes, args.out, POINT, write_spec)
+        skip_dynamo_import()  # speculative decoding never compiles
         rows = measure(spec, args.runs, progress=lambda s: print(s, flush=True))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -122,6 +124,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         bench = config_from_flags(args)
         if bench.processes > 1:
             return in_processes(argv, bench.processes, args.out)
+        if not bench.compile:
+            skip_dynamo_import()
         rows, skipped = run_grid(bench, progress=lambda s: print(s, flush=True))
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
