@@ -139,6 +139,15 @@ class KVCache:
 
     def __init__(self, layers: list[LayerCache], positions: Tensor):
         self.layers, self.positions = layers, positions
+        self._share_lengths(torch.stack([c.lengths for c in layers], dim=1))
+
+    def _share_lengths(self, lengths: Tensor) -> None:
+        """Every block's lengths become column i of one [B, L] tensor (views: appends still advance them in
+        place), so `lengths()` and `rollback` are one op each rather than one per block; self-speculation
+        reads them several times a round, and decoding a small model pays per op."""
+        self._lengths = lengths
+        for i, c in enumerate(self.layers):
+            c.lengths = lengths[:, i]
 
     @classmethod
     def empty(cls, model, batch: int) -> KVCache:
@@ -165,19 +174,19 @@ class KVCache:
         compact cache whatever each block cached: a block appends a sample's tokens in order, so the kept
         tokens are a prefix of its rows. The forgotten slots stay in place (attention never reads past a
         row's length, and the next tokens overwrite them)."""
-        for i, c in enumerate(self.layers):
-            c.lengths.copy_(lengths[:, i])
+        self._lengths.copy_(lengths)
         self.positions.copy_(positions)
 
     def select(self, rows: Tensor) -> None:
         """Keep samples `rows` only, in that order (finished samples leave a batch; beams are reordered)."""
         for c in self.layers:
-            c.k, c.v, c.lengths = c.k[rows], c.v[rows], c.lengths[rows]
+            c.k, c.v = c.k[rows], c.v[rows]
+        self._share_lengths(self._lengths[rows])
         self.positions = self.positions[rows]
 
     def lengths(self) -> Tensor:
         """[B, L] cached tokens per sample per block (= tokens that ran it)."""
-        return torch.stack([c.lengths for c in self.layers], dim=1)
+        return self._lengths.clone()
 
     def nbytes(self) -> int:
         """Bytes of key/value storage allocated over every block and sample."""

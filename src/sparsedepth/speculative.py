@@ -175,45 +175,45 @@ def _round(model: SparseDepthModel, cache: KVCache, pending: Tensor, exit_layer:
     token ran [B, k+1, L]; `pending` becomes the full model's next tokens, in place."""
     router, L = model.router, model.cfg.n_layers
     lengths, positions = cache.lengths(), cache.positions.clone()
-    fed, embedded, states, ran, appended, hidden = [pending], [], [], [], [], []
+    fed, embedded, states, ran, hidden = [pending], [], [], [], []
     for j in range(k + 1):  # the draft: blocks 0..exit-1, one token at a time, into the main cache
-        before = cache.lengths()
         h0, h, step_ran = _draft_step(model, cache, fed[-1], exit_layer)
         embedded.append(h0)
         hidden.append(h)
         states.append(router.carry())
-        ran.append(step_ran)
-        appended.append(_cached(before, cache.lengths(), step_ran, 0))
+        ran.append(torch.stack(step_ran, -1))  # [B, 1, exit]
         if j < k:  # the last fed token needs no draft: verification predicts after it
             fed.append(model.readout(h[:, 0]).argmax(-1))
     tokens = torch.stack(fed, 1)  # [B, k+1]
     spans = positions.unsqueeze(1) + torch.arange(k + 1, device=tokens.device)
-    before = cache.lengths()
+    drafted = cache.lengths()
     with torch.autocast(tokens.device.type, enabled=False):
         router.begin(torch.cat(embedded, 1), spans)
     router.restore({name: _cat([s[name] for s in states]) for name in states[0]})
     h, verify_ran = model.run_blocks(torch.cat(hidden, 1), spans, cache, exit_layer, L)
     full = model.readout(h).argmax(-1)  # [B, k+1]: the full model's greedy token after each fed one
     accepted = (tokens[:, 1:] == full[:, :k]).cumprod(1).sum(1)  # [B]
-    per_token = torch.cat([torch.cat([torch.stack(r, -1) for r in ran], 1)] +
-                          ([torch.stack(verify_ran, -1)] if verify_ran else []), -1)  # [B, k+1, L]
-    cached = torch.cat(appended, 1) | _cached(before, cache.lengths(), verify_ran, exit_layer, k + 1)
+    draft_ran = torch.cat(ran, 1)  # [B, k+1, exit]
+    checked_ran = torch.stack(verify_ran, -1) if verify_ran else None  # [B, k+1, L - exit]
+    per_token = draft_ran if checked_ran is None else torch.cat([draft_ran, checked_ran], -1)  # [B, k+1, L]
+    cached = (_cached(lengths, drafted, draft_ran, 0)
+              | _cached(drafted, cache.lengths(), checked_ran, exit_layer))  # [B, k+1, L]
     kept = torch.arange(k + 1, device=tokens.device) <= accepted.unsqueeze(1)  # [B, k+1]
     cache.rollback(lengths + (cached & kept.unsqueeze(-1)).sum(1), positions + accepted + 1)
     pending.copy_(full.gather(1, accepted.unsqueeze(1)).squeeze(1))
     return tokens, accepted.tolist(), per_token
 
 
-def _cached(before: Tensor, after: Tensor, ran: list[Tensor], start: int, T: int = 1) -> Tensor:
-    """[B, T, L]: which of T tokens blocks start..start+len(ran)-1 cached (other blocks: none). A block
-    caches the tokens that ran it, or every token when it propagates state (an early exit's exited tokens
-    stay keys); its cache lengths before and after tell the two apart."""
-    flags = torch.zeros(before.shape[0], T, before.shape[1], dtype=torch.bool, device=before.device)
-    if ran:
-        stop = start + len(ran)
-        everyone = (after - before)[:, start:stop] == T  # [B, n]
-        flags[:, :, start:stop] = torch.stack(ran, -1) | everyone.unsqueeze(1)
-    return flags
+def _cached(before: Tensor, after: Tensor, ran: Tensor | None, start: int) -> Tensor:
+    """[B, T, L]: which of T tokens blocks start..start+n-1 cached, given which tokens ran them (`ran`
+    [B, T, n]; None: no block; other blocks cached none). A block caches the tokens that ran it, or every
+    token when it propagates state (an early exit's exited tokens stay keys); its cache lengths before and
+    after tell the two apart."""
+    if ran is None:
+        return torch.zeros((), dtype=torch.bool, device=before.device)
+    T, stop = ran.shape[1], start + ran.shape[2]
+    everyone = (after - before)[:, start:stop] == T  # [B, n]
+    return torch.nn.functional.pad(ran | everyone.unsqueeze(1), (start, before.shape[1] - stop))
 
 
 def _cat(values: list[Tensor | None]) -> Tensor | None:
