@@ -108,3 +108,20 @@ def test_over_processes_the_reference_speedup_carries_its_range():
     latex = format_speculative(speculative_table(pd.concat([main_rows(), rows], ignore_index=True)))
     assert "2.22 (1.90--2.40)" in latex and "median over 3 fresh processes" in latex
     assert "1.33 (" not in latex  # dense-half: the median alone
+
+
+def test_a_cell_may_set_its_own_processes_and_threads():
+    """The default study times the decode cell at one thread in three processes, the main cell at the shared
+    settings; a cell without its own value takes the shared one."""
+    from pathlib import Path
+
+    from sparsedepth.study.grid import load_study, speculative_cells
+
+    study = load_study(Path(__file__).parents[2] / "config" / "config.yaml")
+    spec = study["speculative"]
+    cells = speculative_cells(study)
+    assert cells["decode"]["threads"] == spec["decode"]["threads"] == 1
+    assert cells["main"]["threads"] == spec["threads"] == 2
+    assert cells["decode"]["processes"] == 3
+    del spec["decode"]["threads"]
+    assert speculative_cells(study)["decode"]["threads"] == spec["threads"]

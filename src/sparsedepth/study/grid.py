@@ -227,8 +227,9 @@ def check_names(study: dict) -> None:
 
 SHARED_SPECULATIVE = ("dataset", "seed", "prompts", "prompt_len", "new_tokens", "repeats", "warmup", "device",
                       "threads", "processes")  # `speculative:` keys every cell of it shares
-# per cell (a decode cell may time itself in more processes than the main cell)
-CELL_SPECULATIVE = ("model", "reference", "arms", "baselines", "exit_layers", "draft_tokens", "processes")
+# per cell (a decode cell may time itself in more processes, or at another thread count, than the main cell)
+CELL_SPECULATIVE = ("model", "reference", "arms", "baselines", "exit_layers", "draft_tokens", "processes",
+                    "threads")
 
 
 def speculative_cells(study: dict) -> dict[str, dict]:
