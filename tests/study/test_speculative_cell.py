@@ -81,7 +81,7 @@ def test_decode_rows_leave_the_grids_table_and_macros_alone():
     assert list(table["cell"][:2]) == ["main", "main"]  # the grid's cell first
     tex = format_speculative(table)
     assert tex.count("\\begin{table") == 2 and "\\label{tab:decode-cell}" in tex
-    assert "dense-half (6 blocks)" in tex and "2.22" in tex
+    assert "dense-half (6 blocks)" in tex and "2.22" in tex and "CPU thread" not in tex  # not recorded
     assert "\\label{tab:decode-cell}" not in format_speculative(speculative_table(main_rows()))
 
 
@@ -96,9 +96,10 @@ def test_a_file_without_cells_is_the_grids_cell():
 
 def test_over_processes_the_reference_speedup_carries_its_range():
     """A cell timed in three processes: the fastest setting's speedup over the reference shows its range
-    across them, and the caption says what the medians are over; over a baseline only the median."""
+    across them, and the caption says what the medians are over and at how many threads (a cell may set its
+    own); over a baseline only the median."""
     rows = decode_rows()
-    rows["processes"] = 3
+    rows["processes"], rows["threads"] = 3, 1
     fast = (rows["decoding"] == "speculative") & (rows["exit_layer"] == 2)
     rows.loc[fast, ["speedup_min", "speedup_max"]] = [1.9, 2.4]
     table = cell_table(rows)
@@ -107,6 +108,7 @@ def test_over_processes_the_reference_speedup_carries_its_range():
     assert pd.isna(half["speculative_min"]) and ref["processes"] == 3
     latex = format_speculative(speculative_table(pd.concat([main_rows(), rows], ignore_index=True)))
     assert "2.22 (1.90--2.40)" in latex and "median over 3 fresh processes" in latex
+    assert "timed in the same process at 1 CPU thread (" in latex
     assert "1.33 (" not in latex  # dense-half: the median alone
 
 

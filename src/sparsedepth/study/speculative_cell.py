@@ -50,8 +50,8 @@ def cell_table(spec: pd.DataFrame) -> pd.DataFrame:
     spec = with_cells(spec) if not spec.empty else spec
     cols = ["device", "device_name", "cell", "model", "n_layers", "arm", "comparator", "comparator_layers",
             "comparator_bpb", "bpb", "ordinary", "ceiling", "ceiling_exit", "speculative", "exit_layer",
-            "draft_tokens", "acceptance", "prompts", "new_tokens", "repeats", "processes", "speculative_min",
-            "speculative_max"]
+            "draft_tokens", "acceptance", "prompts", "new_tokens", "repeats", "processes", "threads",
+            "speculative_min", "speculative_max"]
     if spec.empty:
         return pd.DataFrame(columns=cols)
     out = []
@@ -81,6 +81,7 @@ def cell_table(spec: pd.DataFrame) -> pd.DataFrame:
                     "draft_tokens": best["draft_tokens"] if best is not None else float("nan"),
                     "acceptance": best["acceptance"] if best is not None else float("nan"),
                     **{k: ordinary.loc[arm, k] for k in ("prompts", "new_tokens", "repeats", "processes")},
+                    "threads": ordinary.loc[arm].get("threads", float("nan")),
                     **_range(best, comp == best["reference"] if best is not None else False)})
     return pd.DataFrame(out, columns=cols)
 
@@ -122,13 +123,21 @@ def format_cell(table: pd.DataFrame) -> str:
     first = table.iloc[0]
     caption = (f"The decode cell ({escape_latex(first['cell'])}: model {escape_latex(first['model'])}, "
                f"{fmt_int(first['n_layers'])} blocks, trained to exit early): its decoding at batch 1 over "
-               "each compared model's ordinary greedy decoding, timed in the same process "
+               f"each compared model's ordinary greedy decoding, timed in the same process{_threads(first)} "
                f"({fmt_int(first['prompts'])} prompts, {fmt_int(first['new_tokens'])} new tokens, median of "
                f"{fmt_int(first['repeats'])} repeats{_processes(first['processes'])}); test bits per byte of "
                "both; the draft-only ceiling at "
                "its best exit; the fastest speculative setting (exit layer, tokens drafted per round), "
                "whose output equals greedy decoding, and its acceptance.")
     return to_latex(disp, keys, caption, "tab:decode-cell")
+
+
+def _threads(row: pd.Series) -> str:
+    """The CPU thread count the cell was timed at (a cell may set its own), where known."""
+    n = row["threads"]
+    if row["device"] != "cpu" or not finite(n) or n < 1:
+        return ""
+    return f" at {fmt_int(n)} CPU thread{'' if n == 1 else 's'}"
 
 
 def _processes(n: float) -> str:
