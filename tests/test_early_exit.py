@@ -150,6 +150,24 @@ def test_rotational_curriculum_reads_out_alternate_layers_each_step(tiny_cfg):
     assert "router.steps" in model.state_dict()  # the rotation phase is checkpointed (exact resume)
 
 
+def test_read_layers_train_only_the_named_exits(tiny_cfg):
+    """`read_layers`: the exit loss reads out those layers only (a self-speculative draft's exit), under the
+    rotation as before; a layer no exit is checked at is refused in one line."""
+    model = make("early_exit", tiny_cfg, capacity=1.0, read_layers=[2]).train()
+    idx = tokens(tiny_cfg)
+    for _ in range(2):
+        model(idx, idx)
+        assert [layer for layer, _ in model.router.hidden] == [2]
+    rotating = make("early_exit", tiny_cfg, capacity=1.0, read_layers=[1, 2], rotation=2).train()
+    seen = []
+    for _ in range(2):
+        rotating(idx, idx)
+        seen.append([layer for layer, _ in rotating.router.hidden])
+    assert sorted(seen) == [[1], [2]]
+    with pytest.raises(ConfigError, match=r"read_layers \[0\]"):
+        make("early_exit", tiny_cfg, read_layers=[0])
+
+
 def calibrated(cfg, confidence: str, capacity: float = 0.5):
     """An untrained model whose threshold is calibrated so that tokens do exit, at different depths."""
     model = make("early_exit", cfg, capacity=capacity, confidence=confidence).eval()

@@ -85,6 +85,16 @@ def test_early_exit_counts_its_exit_readouts_not_its_inference_readout():
     assert exit_readouts(model.router) == 2 and exit_readouts(model.router.eval()) == 0
 
 
+def test_early_exit_plan_counts_only_the_layers_it_reads_out():
+    """`read_layers`: the plan charges the read-outs of the named layers only, exactly (no layer dropout)."""
+    cfg = config("early_exit", steps=5, router_options={"rotation": 2, "max_layer_dropout": 0.0,
+                                                        "read_layers": [2]})
+    step_sum, _ = actual(cfg)
+    assert cfg.steps * train_flops_per_step(cfg) == pytest.approx(step_sum, rel=1e-12)
+    everything = config("early_exit", steps=5, router_options={"rotation": 2, "max_layer_dropout": 0.0})
+    assert train_flops_per_step(cfg) < train_flops_per_step(everything)
+
+
 def test_every_router_declares_a_known_plan_and_the_exact_ones_include_top_k():
     assert {cls.training_plan for cls in ROUTERS.values()} <= {"exact", *TOLERANCE}
     assert {"dense", "mod"} <= set(EXACT)

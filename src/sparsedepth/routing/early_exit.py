@@ -16,6 +16,7 @@ so later tokens attend to it as in the dense model.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -63,7 +64,7 @@ class EarlyExitRouter(Router):
 
     def __init__(self, cfg, capacity, routed_layers, threshold: float = 0.9, max_layer_dropout: float = 0.2,
                  exit_loss_weight: float = 1.0, rotation: int = 1, confidence: str = "softmax",
-                 classifier_weight: float = 1.0):
+                 classifier_weight: float = 1.0, read_layers: Sequence[int] = ()):
         super().__init__(cfg, capacity, routed_layers)
         if rotation < 1:
             raise ConfigError(f"early_exit rotation must be ≥ 1, got {rotation}")
@@ -81,6 +82,13 @@ class EarlyExitRouter(Router):
         self.classifier_weight = classifier_weight
         self.checked = [layer for layer in self.routed_layers if layer > 0]  # layers an exit is decided at
         self.check_slot = {layer: i for i, layer in enumerate(self.checked)}
+        # the layers training reads out (exit loss, classifier labels): every checked one by default; a
+        # self-speculative draft's exit alone trains just the layer the draft reads out
+        unknown = sorted(set(read_layers) - set(self.checked))
+        if unknown:
+            raise ConfigError(f"early_exit read_layers {unknown}: not among the layers an exit is checked at "
+                              f"({self.checked})")
+        self.read = [layer for layer in self.checked if not read_layers or layer in read_layers]
         self.classifier = nn.ModuleList(nn.Linear(cfg.d_model, 1) for _ in self.checked
                                         if confidence == "classifier")
         self.exited: Tensor | None = None
@@ -129,7 +137,7 @@ class EarlyExitRouter(Router):
         B, T = h.shape[:2]
         ones = torch.ones(B, T, dtype=h.dtype, device=h.device)
         if self.training:
-            if layer > 0 and self.reads_out and (layer + self.phase) % self.rotation == 0:
+            if layer in self.read and self.reads_out and (layer + self.phase) % self.rotation == 0:
                 self.hidden.append((layer, h))
             drop = self.max_layer_dropout * layer / max(1, self.cfg.n_layers - 1)
             keep = (torch.rand(B, 1, device=h.device) >= drop).expand(B, T)
@@ -192,7 +200,7 @@ class EarlyExitRouter(Router):
         if steps is None:
             return len(self.hidden) if self.training else 0
         r = self.rotation
-        return sum((steps + layer) // r - layer // r for layer in self.checked)
+        return sum((steps + layer) // r - layer // r for layer in self.read)
 
     def training_readouts(self, steps: int | None = None) -> int:
         return self._reads(steps) if self.exit_loss_weight > 0 else 0
