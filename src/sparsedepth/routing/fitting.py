@@ -22,8 +22,9 @@ def shift_biases(model: SparseDepthModel, idx: Tensor, blocks: Sequence[tuple[nn
                  eligible: Callable[[Tensor], Tensor] = Tensor.flatten) -> None:
     """Per routed block, in depth order (each block's input depends on the earlier ones): `blocks` holds the
     linear layer whose output is the block's decision logit (run iff > 0) and the fraction of the eligible
-    tokens it should keep; its bias is shifted to that quantile of the logits it sees on `idx`. `eligible`
-    maps those logits to the ones that may be kept (it runs inside the forward pass, e.g. MoR's survivors)."""
+    tokens it should keep; its bias is shifted to that quantile of the logits it sees on `idx` (see `_cut`).
+    `eligible` maps those logits to the ones that may be kept (it runs inside the forward pass,
+    e.g. MoR's survivors)."""
     for module, keep in blocks:
         seen: list[Tensor] = []
         handle = module.register_forward_hook(lambda m, args, out, seen=seen: seen.append(eligible(out)))
@@ -31,7 +32,21 @@ def shift_biases(model: SparseDepthModel, idx: Tensor, blocks: Sequence[tuple[nn
             model(idx)
         finally:
             handle.remove()
-        module.bias -= torch.quantile(seen[0].float(), 1.0 - keep)
+        module.bias -= _cut(seen[0].float().flatten(), keep)
+
+
+def _cut(logits: Tensor, keep: float) -> Tensor:
+    """The (1 − keep) quantile of `logits`, moved to midway between the last logit above it and the first at
+    or below it: the same tokens stay above the cut, but none sits on it (a quantile can land exactly on a
+    logit, leaving that token's margin at 0 for a kernel's rounding to decide)."""
+    ranked = logits.sort(descending=True).values
+    # the tokens the quantile keeps (all of them at keep 1, where the quantile is the smallest logit)
+    k = ranked.numel() if keep >= 1.0 else int((ranked > torch.quantile(ranked, 1.0 - keep)).sum())
+    if k == 0:
+        return ranked[0] + 1.0
+    if k == ranked.numel():
+        return ranked[-1] - 1.0
+    return (ranked[k - 1] + ranked[k]) / 2
 
 
 @torch.no_grad()
