@@ -156,20 +156,18 @@ def decode_case(model: SparseDepthModel, prompt_len: int, n_new: int, batch: int
     prompts = torch.randint(0, model.cfg.vocab_size, (batch, prompt_len), generator=g).tolist()
     stream = torch.randint(0, model.cfg.vocab_size, (n_new, batch), generator=g).to(device)
     cache, _, _ = prefill(model, prompts)
-    saved = [c.lengths.clone() for c in cache.layers], cache.positions.clone()
+    saved = cache.lengths(), cache.positions.clone()
 
     def reset():
-        for layer, lengths in zip(cache.layers, saved[0], strict=True):
-            layer.lengths.copy_(lengths)
-        cache.positions.copy_(saved[1])
+        cache.rollback(*saved)
 
     def run(record: list | None = None):
         for tokens in stream:
-            before = None if record is None else cache.lengths().clone()
+            before = None if record is None else cache.lengths()
             out = decode_step(model, tokens, cache)
             out.logits[:, -1].argmax(-1)
             if record is not None:
-                record.append((out.layers_per_token.mean().item(), before, cache.lengths().clone()))
+                record.append((out.layers_per_token.mean().item(), before, cache.lengths()))
 
     held = {}
 

@@ -80,8 +80,8 @@ def cell_table(spec: pd.DataFrame) -> pd.DataFrame:
                     "exit_layer": best["exit_layer"] if best is not None else float("nan"),
                     "draft_tokens": best["draft_tokens"] if best is not None else float("nan"),
                     "acceptance": best["acceptance"] if best is not None else float("nan"),
-                    **{k: ordinary.loc[arm, k] for k in ("prompts", "new_tokens", "repeats", "processes")},
-                    "threads": ordinary.loc[arm].get("threads", float("nan")),
+                    **{k: ordinary.loc[arm, k]
+                       for k in ("prompts", "new_tokens", "repeats", "processes", "threads")},
                     **_range(best, comp == best["reference"] if best is not None else False)})
     return pd.DataFrame(out, columns=cols)
 
