@@ -192,6 +192,10 @@ def test_smoke_study_end_to_end_then_the_notebook(tmp_path):
     assert "\\newcommand{\\NumRuns}{16}" in numbers and "\\newcommand{\\NumPrimaries}{3}" in numbers
     assert "\\newcommand{\\FrontierNumComparisons}{1}" in numbers and "\\FrontierOutcome" in numbers
     assert (results / "tables" / "frontier.tex").stat().st_size > 0
+    # without LaTeX too: every number the paper quotes (\\Name{}) is a macro the pipeline defined
+    defined = set(re.findall(r"\\newcommand\{\\([A-Za-z]+)\}", numbers))
+    quoted = set(re.findall(r"\\([A-Z][A-Za-z]+)\{\}", (tmp_path / "paper" / "main.tex").read_text()))
+    assert quoted and not quoted - defined, sorted(quoted - defined)
     if build_paper:
         assert (tmp_path / "paper" / "main.pdf").stat().st_size > 10_000
     report = tmp_path / "report.zip"  # browsable: every figure and table with its caption

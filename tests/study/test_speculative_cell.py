@@ -62,6 +62,7 @@ def test_macros_quote_the_cell_against_same_depth_and_equal_quality():
     assert set(m) == {"Cpu" + k for k in DECODE_MACROS}
     assert m["CpuDecodeSpeedup"] == "2.22" and m["CpuDecodeBaselineSpeedup"] == "1.33"
     assert m["CpuDecodeCeiling"] == "3.33" and m["CpuDecodeCeilingExit"] == "1"
+    assert m["CpuDecodeBaselineCeiling"] == "2.00"  # dense-half's 60 ms over the fastest draft's 30 ms
     setting = (m["CpuDecodeExitLayer"], m["CpuDecodeDraftTokens"], m["CpuDecodeAcceptance"])
     assert setting == ("2", "5", "0.70")
     assert (m["CpuDecodeBpb"], m["CpuDecodeReferenceBpb"], m["CpuDecodeBaselineBpb"]) == (

@@ -21,7 +21,8 @@ CELL_COLUMNS = {"ceiling_speedup": float("nan"), "cell": MAIN_CELL, "role": None
 DECODE_MACROS = ("DecodeCell", "DecodeModel", "DecodeLayers", "DecodeArm", "DecodeExitLayer",
                  "DecodeDraftTokens", "DecodeSpeedup", "DecodeCeiling", "DecodeCeilingExit",
                  "DecodeAcceptance", "DecodeOrdinary", "DecodeBpb", "DecodeReferenceBpb", "DecodeBaseline",
-                 "DecodeBaselineBpb", "DecodeBaselineSpeedup", "DecodeBaselineLayers")
+                 "DecodeBaselineBpb", "DecodeBaselineSpeedup", "DecodeBaselineLayers",
+                 "DecodeBaselineCeiling")
 
 
 def with_cells(spec: pd.DataFrame) -> pd.DataFrame:
@@ -151,7 +152,9 @@ def _processes(n: float) -> str:
 def cell_numbers(spec: pd.DataFrame, device: str, prefix: str) -> dict[str, str]:
     """`prefix` + DECODE_MACROS for the first decode cell's first arm on `device`: its fastest speculative
     speedup over the reference (dense, same depth) and over the first baseline (equal quality), with the
-    bits per byte of each; `not measured` without one."""
+    bits per byte of each, and the draft-only ceiling over both: no speculative setting at the exits measured
+    decodes faster than its draft alone, so a ceiling below a target over the baseline rules the target out
+    for the whole cell (with exit 1 measured, for every exit); `not measured` without one."""
     table = cell_table(spec)
     table = table[table["device"] == device] if not table.empty else table
     found: dict[str, str] = {}
@@ -175,5 +178,6 @@ def cell_numbers(spec: pd.DataFrame, device: str, prefix: str) -> dict[str, str]
             found.update(DecodeBaseline=escape_latex(base["comparator"]),
                          DecodeBaselineBpb=fmt_num(base["comparator_bpb"], 3),
                          DecodeBaselineSpeedup=fmt_num(base["speculative"]),
-                         DecodeBaselineLayers=fmt_int(base["comparator_layers"]))
+                         DecodeBaselineLayers=fmt_int(base["comparator_layers"]),
+                         DecodeBaselineCeiling=fmt_num(base["ceiling"]))
     return {prefix + k: found.get(k, NOT_MEASURED) for k in DECODE_MACROS}
