@@ -89,7 +89,9 @@ def format_frontier(frontier: pd.DataFrame) -> str:
                f"{'--'.join(str(s) for s in seeds)} shared seeds; a parabola in $\\log N$ (Chinchilla's "
                "approach 2) gives the optimal size $N^*$ and the optimal bits per byte. $\\Delta$: optimal "
                "bits/byte of the arm minus the reference's (negative is better), with 95\\,\\% CIs from a "
-               "crossed seed $\\times$ document bootstrap that refits every parabola; $p$ is Holm-adjusted "
+               "crossed seed $\\times$ document bootstrap that refits every parabola (each CI on its own, "
+               "not adjusted for multiplicity, so a CI can exclude zero where the adjusted $p$ does not "
+               "reach 0.05); $p$ is Holm-adjusted "
                f"over the {len(primary)} primary comparisons (other datasets: exploratory, "
                "Benjamini--Hochberg). \\emph{Not bracketed}: the lowest point is at an end of the sweep or "
                "the fitted optimum lies outside it, so no optimum is reported.")
