@@ -68,7 +68,7 @@ def test_single_seed_defines_the_effect_but_not_the_inference():
     assert out["effect"] == pytest.approx(bpb_difference(arm, base, b)) and math.isfinite(out["effect"])
     assert all(math.isnan(out[k]) for k in ("ci_low", "ci_high", "p", "se", "p_t"))
     assert out["n_seeds"] == 1 and verdict(out["effect"], out["ci_low"], out["ci_high"], out["p"]) == (
-        "no detectable difference")
+        "not tested")
     assert math.isnan(minimal_detectable_effect({"sd_seed": 0.01, "sd_unit": 0.02}, 1, 40))
 
 
@@ -194,7 +194,8 @@ def test_verdict_reads_the_sign_only_when_significant():
     assert verdict(0.01, 0.005, 0.02, 0.01) == "worse"
     assert verdict(-0.01, -0.02, 0.001, 0.2) == "no detectable difference"
     assert verdict(-0.01, -0.02, -0.005, 0.01, alpha=0.005) == "no detectable difference"
-    assert verdict(0.01, math.nan, math.nan, math.nan) == "no detectable difference"
+    assert verdict(0.01, math.nan, math.nan, math.nan) == "not tested"  # e.g. one seed: no p at all
+    assert verdict(math.nan, math.nan, math.nan, math.nan) == "not tested"
 
 
 def test_simulated_bytes_and_nats_are_consistent():

@@ -273,7 +273,10 @@ def minimal_detectable_effect(components: Mapping[str, float], n_seeds: int, n_u
 
 
 def verdict(effect: float, ci_low: float, ci_high: float, p_adj: float, alpha: float = 0.05) -> str:
-    """"better" (lower bpb) or "worse" when the adjusted p clears alpha, else "no detectable difference"."""
-    if not (p_adj < alpha) or effect == 0 or math.isnan(effect):
+    """"better" (lower bpb) or "worse" when the adjusted p clears alpha, "not tested" without a p (e.g. one
+    seed: nothing to test with), else "no detectable difference"."""
+    if math.isnan(p_adj) or math.isnan(effect):
+        return "not tested"
+    if not p_adj < alpha or effect == 0:
         return "no detectable difference"
     return "better" if effect < 0 else "worse"

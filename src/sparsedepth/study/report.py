@@ -113,7 +113,7 @@ def hypothesis_numbers(stats: pd.DataFrame) -> dict[str, str]:
     if not rows.empty:
         m.update(NumPrimaries=str(len(rows)),
                  MaxRelMDE=fmt_pct(float(rows["rel_mde"].max()), 1).lstrip("+"),
-                 NumDecided=str(int((rows["verdict"] != "no detectable difference").sum())),
+                 NumDecided=str(int(rows["verdict"].isin(["better", "worse"]).sum())),
                  PrimaryOutcomes="; ".join(outcome_sentence(r) for _, r in rows.iterrows()))
         for i, r in rows.head(len(ORDINALS)).iterrows():
             prefix = f"Hyp{ORDINALS[i]}"
