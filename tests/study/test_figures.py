@@ -34,3 +34,35 @@ def test_the_analysis_side_starts_without_torch():
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.strip() == "[]", done.stdout
+
+
+def _bench(processes: int) -> pd.DataFrame:
+    rows = []
+    for router, speedup in (("dense", 1.0), ("mod", 1.5)):
+        for seq in (128, 512):
+            rows.append({"device": "cpu", "device_name": "CPU: test", "kind": "prefill", "impl": "gather",
+                         "router": router, "capacity": 0.125, "batch": 8, "seq_len": seq, "speedup": speedup,
+                         "speedup_min": speedup - 0.1, "speedup_max": speedup + 0.2, "processes": processes,
+                         "torch": "2.13", "threads": 2, "grid": "main"})
+    return pd.DataFrame(rows)
+
+
+def test_the_speed_figure_shows_the_range_over_processes_and_says_so():
+    """Timed in three processes: a bar per point over its speedup's range, and the title says what points and
+    bars are; in one process neither."""
+    import matplotlib.pyplot as plt
+    from matplotlib.collections import LineCollection
+
+    from sparsedepth.study.plots import figure_speed
+
+    def bars(fig):
+        return [seg for ax in fig.axes for c in ax.collections if isinstance(c, LineCollection)
+                for seg in c.get_segments()]
+
+    three = figure_speed(_bench(3))
+    spans = sorted((s[0][0], s[0][1], s[1][1]) for s in bars(three))
+    assert [tuple(round(v, 6) for v in s) for s in spans] == [(128, 1.4, 1.7), (512, 1.4, 1.7)]
+    assert "median over 3 processes, bars: their range" in three._suptitle.get_text()
+    one = figure_speed(_bench(1))
+    assert not bars(one) and "processes" not in one._suptitle.get_text()
+    plt.close("all")

@@ -313,6 +313,7 @@ def plot_speed(points: pd.DataFrame, bench: pd.DataFrame | None = None) -> Figur
             sns.lineplot(data=cell, x="seq_len", y="speedup", hue="label", hue_order=hue_order,
                          palette=palette, style="batch", markers=True, dashes=False, ax=ax,
                          estimator="median", errorbar=None)
+            _process_ranges(ax, cell, palette)
             ax.axhline(1.0, color="0.4", lw=0.8, ls=":")
             ax.set_xscale("log", base=2)
             ax.set_xlabel("sequence length")
@@ -327,9 +328,34 @@ def plot_speed(points: pd.DataFrame, bench: pd.DataFrame | None = None) -> Figur
     if not bench.empty and {"torch", "threads"} <= set(bench.columns):
         meta = f" (torch {', '.join(sorted(bench['torch'].astype(str).unique()))}, " \
                f"threads {', '.join(sorted(bench['threads'].astype(str).unique()))})"
-    fig.suptitle(f"measured tokens/s speedup over dense, same process{meta}; dotted: parity", fontsize=9)
+    fig.suptitle(f"measured tokens/s speedup over dense, same process{meta}{_processes_note(bench)}; "
+                 "dotted: parity", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def _timed_in_processes(rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows whose speedup is a median over several fresh processes, with its range across them."""
+    if not {"speedup_min", "speedup_max", "processes"} <= set(rows.columns):
+        return rows.iloc[0:0]
+    return rows[(rows["processes"] > 1) & rows["speedup_min"].notna() & rows["speedup_max"].notna()]
+
+
+def _process_ranges(ax, cell: pd.DataFrame, palette: dict) -> None:
+    """A vertical bar per point over the range of its speedup across processes (none for one process)."""
+    ranged = _timed_in_processes(cell)
+    for label, rows in ranged.groupby("label"):
+        ax.vlines(rows["seq_len"], rows["speedup_min"], rows["speedup_max"], color=palette[label], lw=1.2,
+                  alpha=0.6)
+
+
+def _processes_note(bench: pd.DataFrame) -> str:
+    """What the points and bars are when the benchmark ran in several processes."""
+    ranged = _timed_in_processes(bench)
+    if ranged.empty:
+        return ""
+    n = ", ".join(str(int(k)) for k in sorted(ranged["processes"].unique()))
+    return f"; points: median over {n} processes, bars: their range"
 
 
 def figure_speed(bench: pd.DataFrame) -> Figure:
