@@ -47,6 +47,18 @@ def test_table_orders_reference_first_and_says_what_was_checked():
     assert "Ceiling" in tex and "1.90" in tex and "draft only, exit 2" in tex
 
 
+
+def test_over_processes_the_grids_table_prints_each_speedups_range():
+    """Timed in three processes: `vs dense` carries the range across them and the caption says so; the seed
+    reads as a whole number."""
+    df = rows()
+    df["seed"], df["processes"] = 0.0, 3  # a CSV's integer column with blanks reads as float
+    df["speedup_min"], df["speedup_max"] = df["speedup"] - 0.1, df["speedup"] + 0.2
+    tex = format_speculative(speculative_table(df))
+    assert "1.20 (1.10--1.40)" in tex and "median over 3 fresh processes" in tex and "seed 0)" in tex
+    assert "(1.10--" not in format_speculative(speculative_table(rows()))  # one process: the median alone
+
+
 def test_macros_quote_the_layerskip_arm_at_its_fastest_setting():
     m = speculative_numbers(rows())
     assert set(m) == {p + k for p in ("Cpu", "Gpu") for k in (*SPEC_MACROS, *DECODE_MACROS)}

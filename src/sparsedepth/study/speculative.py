@@ -17,7 +17,16 @@ import pandas as pd
 
 from .latex import NOT_MEASURED, empty_table, escape_latex, finite, fmt_int, fmt_list, fmt_num, to_latex
 from .results import require
-from .speculative_cell import MAIN_CELL, cell_numbers, cell_table, format_cell, main_cell, with_cells
+from .speculative_cell import (
+    MAIN_CELL,
+    cell_numbers,
+    cell_table,
+    format_cell,
+    main_cell,
+    processes_clause,
+    with_cells,
+    with_range,
+)
 
 COLUMNS = ("device", "device_name", "model", "dataset", "seed", "reference", "arm", "decoding", "exit_layer",
            "draft_tokens", "prompts", "prompt_len", "new_tokens", "repeats", "median_ms", "iqr_ms",
@@ -75,7 +84,8 @@ def _format_main(table: pd.DataFrame) -> str:
     disp = pd.DataFrame({
         "Tok/s": [fmt_num(x, 0) for x in table["tokens_per_s"]],
         "IQR (ms/call)": [fmt_num(x, 0) for x in table["iqr_ms"]],
-        "vs dense": [fmt_num(x) for x in table["speedup"]],
+        "vs dense": [with_range(*v) for v in zip(table["speedup"], table["speedup_min"], table["speedup_max"],
+                                                 strict=True)],
         "vs own": [fmt_num(x) for x in table["self_speedup"]],
         "Accept.": [fmt_num(x) for x in table["acceptance"]],
         "Tok/round": [fmt_num(x) for x in table["tokens_per_round"]],
@@ -87,13 +97,14 @@ def _format_main(table: pd.DataFrame) -> str:
         keys = {"Device": table["device"].map(escape_latex), **keys}
     keys = pd.DataFrame({k: v.to_numpy() for k, v in keys.items()})
     first = table.iloc[0]
-    what = ", ".join(f"{escape_latex(k)} {escape_latex(v)}" for k, v in
-                     (("model", first["model"]), ("dataset", first["dataset"]), ("seed", first["seed"])))
+    named = (("model", first["model"]), ("dataset", first["dataset"]), ("seed", fmt_int(first["seed"])))
+    what = ", ".join(f"{escape_latex(k)} {escape_latex(v)}" for k, v in named)
     caption = (f"Self-speculative decoding of the trained runs ({what}) on "
                f"{fmt_list(sorted(table['device_name'].astype(str).unique()))}: batch 1, greedy, "
                f"{fmt_int(first['prompts'])} test prompts of {fmt_int(first['prompt_len'])} tokens, "
                f"{fmt_int(first['new_tokens'])} new tokens each, median over {fmt_int(first['repeats'])} "
-               "interleaved repeats (prefill included). The draft is the first \\emph{exit} blocks and the "
+               f"interleaved repeats (prefill included){processes_clause(first['processes'])}. The draft "
+               "is the first \\emph{exit} blocks and the "
                "head; the rest of the model verifies \\emph{draft} tokens per round. Speedups: over "
                f"{escape_latex(first['reference'])}'s and over the same arm's ordinary decoding, measured in "
                "the same process; acceptance = accepted / drafted tokens; ideal = FLOPs per token of the "

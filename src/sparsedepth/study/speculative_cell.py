@@ -95,7 +95,7 @@ def _range(best: pd.Series | None, over_reference: bool) -> dict[str, float]:
     return {"speculative_min": best["speedup_min"], "speculative_max": best["speedup_max"]}
 
 
-def _with_range(x: float, low: float, high: float) -> str:
+def with_range(x: float, low: float, high: float) -> str:
     return f"{fmt_num(x)} ({fmt_num(low)}--{fmt_num(high)})" if finite(low) and low != high else fmt_num(x)
 
 
@@ -112,7 +112,7 @@ def format_cell(table: pd.DataFrame) -> str:
         "Ordinary": [fmt_num(x) for x in table["ordinary"]],
         "Ceiling (exit)": [f"{fmt_num(c)} ({fmt_int(e)})" if finite(c) else fmt_num(c)
                            for c, e in zip(table["ceiling"], table["ceiling_exit"], strict=True)],
-        "Speculative": [_with_range(*v) for v in zip(table["speculative"], table["speculative_min"],
+        "Speculative": [with_range(*v) for v in zip(table["speculative"], table["speculative_min"],
                                                      table["speculative_max"], strict=True)],
         "Exit, draft": [f"{fmt_int(e)}, {fmt_int(k)}" if finite(e) else NOT_MEASURED
                         for e, k in zip(table["exit_layer"], table["draft_tokens"], strict=True)],
@@ -126,8 +126,8 @@ def format_cell(table: pd.DataFrame) -> str:
                f"{fmt_int(first['n_layers'])} blocks, trained to exit early): its decoding at batch 1 over "
                f"each compared model's ordinary greedy decoding, timed in the same process{_threads(first)} "
                f"({fmt_int(first['prompts'])} prompts, {fmt_int(first['new_tokens'])} new tokens, median of "
-               f"{fmt_int(first['repeats'])} repeats{_processes(first['processes'])}); test bits per byte of "
-               "both; the draft-only ceiling at "
+               f"{fmt_int(first['repeats'])} repeats{processes_clause(first['processes'])}); test bits per "
+               "byte of both; the draft-only ceiling at "
                "its best exit; the fastest speculative setting (exit layer, tokens drafted per round), "
                "whose output equals greedy decoding, and its acceptance.")
     return to_latex(disp, keys, caption, "tab:decode-cell")
@@ -141,7 +141,7 @@ def _threads(row: pd.Series) -> str:
     return f" at {fmt_int(n)} CPU thread{'' if n == 1 else 's'}"
 
 
-def _processes(n: float) -> str:
+def processes_clause(n: float) -> str:
     """How many processes a cell's medians are over, and where the range is (nothing for one)."""
     if not finite(n) or n <= 1:
         return ""
