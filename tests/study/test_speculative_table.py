@@ -47,7 +47,6 @@ def test_table_orders_reference_first_and_says_what_was_checked():
     assert "Ceiling" in tex and "1.90" in tex and "draft only, exit 2" in tex
 
 
-
 def test_over_processes_the_grids_table_prints_each_speedups_range():
     """Timed in three processes: `vs dense` carries the range across them and the caption says so; the seed
     reads as a whole number."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .hierarchical import DECIDED
 from .latex import NA, empty_table, escape_latex, fmt_p, fmt_si, macro_name, p_clause, to_latex
 from .report import fmt_bpb, fmt_ci, fmt_mde, fmt_pct
 from .results import require
@@ -126,7 +127,7 @@ def frontier_numbers(frontier: pd.DataFrame) -> dict[str, str]:
     m["FrontierReference"] = escape_latex(rows["reference"].iloc[0])
     m["FrontierNumComparisons"] = str(len(primary))
     m["FrontierNumBracketed"] = str(int((primary["verdict"] != NOT_BRACKETED).sum()))
-    m["FrontierNumDecided"] = str(int(primary["verdict"].isin(["better", "worse"]).sum()))
+    m["FrontierNumDecided"] = str(int(primary["verdict"].isin(DECIDED).sum()))
     rel_mde = primary["rel_mde"].dropna()
     if not rel_mde.empty:
         m["FrontierMaxRelMDE"] = fmt_pct(float(rel_mde.max()), 1).lstrip("+")

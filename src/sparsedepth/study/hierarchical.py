@@ -272,6 +272,9 @@ def minimal_detectable_effect(components: Mapping[str, float], n_seeds: int, n_u
     return hi
 
 
+DECIDED = ("better", "worse")  # the verdicts that are decisions (not: no detectable difference, not tested)
+
+
 def verdict(effect: float, ci_low: float, ci_high: float, p_adj: float, alpha: float = 0.05) -> str:
     """"better" (lower bpb) or "worse" when the adjusted p clears alpha, "not tested" without a p (e.g. one
     seed: nothing to test with), else "no detectable difference"."""

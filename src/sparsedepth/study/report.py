@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .hierarchical import DECIDED
 from .hypotheses import ALPHA
 from .latex import NA, empty_table, escape_latex, fmt_p, fmt_signed, p_clause, to_latex
 from .results import require
@@ -113,7 +114,7 @@ def hypothesis_numbers(stats: pd.DataFrame) -> dict[str, str]:
     if not rows.empty:
         m.update(NumPrimaries=str(len(rows)),
                  MaxRelMDE=fmt_pct(float(rows["rel_mde"].max()), 1).lstrip("+"),
-                 NumDecided=str(int(rows["verdict"].isin(["better", "worse"]).sum())),
+                 NumDecided=str(int(rows["verdict"].isin(DECIDED).sum())),
                  PrimaryOutcomes="; ".join(outcome_sentence(r) for _, r in rows.iterrows()))
         for i, r in rows.head(len(ORDINALS)).iterrows():
             prefix = f"Hyp{ORDINALS[i]}"
